@@ -1,0 +1,153 @@
+"""One Lightning DataModule for every task: English training data, English validation for checkpoint selection,
+and one evaluation set per (language, split) for zero-shot evaluation. Tokenized features are cached on disk,
+keyed by the data's fingerprint, the tokenizer and the feature settings, and memory-mapped on the next run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from datamodules.sources import collect_labels, load_split
+from datamodules.tasks import TaskError, TaskSpec
+from lightning_modules.formats.base import EvalSet, FeatureSettings
+
+log = logging.getLogger(__name__)
+FEATURES_VERSION = 1  # bump when a format's featurize changes, to invalidate cached features
+SELECTION_SPLIT = "val"  # the name under which training-time (English) validation is logged
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    content = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{content}".encode()).hexdigest()
+
+
+class TaskDataModule(L.LightningDataModule):
+    def __init__(self, task: TaskSpec, fmt, tokenizer, train_task: TaskSpec | None = None,
+                 data_dir: Path | None = None, eval_languages: list[str] | None = None,
+                 eval_splits=("validation", "test"), settings: FeatureSettings = FeatureSettings(),
+                 batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0, streaming: bool = False,
+                 max_train_examples: int | None = None, max_eval_examples: int | None = None,
+                 cache_root: Path | None = None, labels: list[str] | None = None):
+        super().__init__()
+        self.task, self.fmt, self.tokenizer = task, fmt, tokenizer
+        self.train_task = train_task or task
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.eval_languages = eval_languages or list(task.languages)
+        for lang in self.eval_languages:
+            task.check_language(lang)
+        self.eval_splits = [s for s in eval_splits if task.has_split(s)]
+        self.settings, self.streaming = settings, streaming
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.max_train_examples, self.max_eval_examples = max_train_examples, max_eval_examples
+        self.cache_root = cache_root
+        self.labels = labels or self._labels()
+        self.cache_hits: dict[str, bool] = {}
+        self.train_features = None
+        self.selection_set: EvalSet | None = None
+        self.eval_sets: list[EvalSet] = []
+        self._tokenizer_key = None
+
+    def _labels(self) -> list[str] | None:
+        if self.task.labels == "from_data":
+            return collect_labels(self.train_task, self.data_dir)
+        return self.task.labels
+
+    # ------------------------------------------------------------------ loading and caching
+
+    def examples(self, task: TaskSpec, split: str, lang: str, limit: int | None, streaming: bool = False):
+        rows = load_split(task, split, lang, self.data_dir, label_names=self.labels, streaming=streaming)
+        if limit is not None:
+            rows = rows.take(limit) if streaming else rows.select(range(min(limit, len(rows))))
+        return rows
+
+    def features(self, examples, training: bool, name: str):
+        """Tokenized features of `examples`, from the cache when the same data was tokenized before."""
+        import datasets
+
+        featurize = self._featurizer(training)
+        if self.streaming and training:
+            return examples.map(featurize, batched=True, with_indices=True, remove_columns=examples.column_names)
+        folder = self._cache_folder(examples, training)
+        self.cache_hits[name] = folder.exists()
+        if folder.exists():
+            return datasets.load_from_disk(str(folder))
+        features = examples.map(featurize, batched=True, with_indices=True, remove_columns=examples.column_names,
+                                desc=f"tokenizing {name}", load_from_cache_file=False)
+        staging = folder.with_name(folder.name + ".partial")
+        features.save_to_disk(str(staging))
+        staging.rename(folder)
+        return datasets.load_from_disk(str(folder))
+
+    def _featurizer(self, training: bool):
+        fmt, tokenizer, task, settings = self.fmt, self.tokenizer, self.task, self.settings
+
+        def featurize(batch, indices):
+            return fmt.featurize({**batch, "_index": indices}, tokenizer, task, settings, training)
+        return featurize
+
+    def _cache_folder(self, examples, training: bool) -> Path:
+        from lightning_modules.encoders import cache_dir
+
+        if self._tokenizer_key is None:
+            self._tokenizer_key = tokenizer_fingerprint(self.tokenizer)
+        key = json.dumps({"data": examples._fingerprint, "format": self.fmt.name, "training": training,
+                          "settings": asdict(self.settings), "tokenizer": self._tokenizer_key,
+                          "version": FEATURES_VERSION}, sort_keys=True)
+        root = self.cache_root or cache_dir() / "features"
+        return root / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def eval_set(self, task: TaskSpec, split: str, lang: str, name: str) -> EvalSet:
+        examples = self.examples(task, split, lang, self.max_eval_examples)
+        return EvalSet(task, lang, split, examples, self.features(examples, training=False, name=name))
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and self.train_features is None:
+            self._setup_fit()
+        if stage == "test" and not self.eval_sets:
+            self.eval_sets = [self.eval_set(self.task, split, lang, f"{split}/{lang}")
+                              for split in self.eval_splits for lang in self.eval_languages]
+            if not self.eval_sets:
+                raise TaskError(f"task {self.task.name!r} has no evaluation split among {', '.join(self.eval_splits)}")
+
+    def _setup_fit(self) -> None:
+        if not self.fmt.trains():
+            raise TaskError(f"task {self.task.name!r} ({self.task.format}) is evaluation only: it has no training")
+        train_lang = self.train_task.train_language
+        examples = self.examples(self.train_task, "train", train_lang, self.max_train_examples, self.streaming)
+        self.train_features = self.features(examples, training=True, name=f"train/{train_lang}")
+        if self.train_task.has_split("validation"):
+            self.selection_set = self.eval_set(self.train_task, "validation", train_lang,
+                                               f"{SELECTION_SPLIT}/{train_lang}")
+            self.selection_set.split = SELECTION_SPLIT
+
+    def train_dataloader(self):
+        return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
+                          collate_fn=self.fmt.collator(self.tokenizer, self.settings, training=True),
+                          num_workers=self.num_workers)
+
+    def _eval_loader(self, eval_set: EvalSet):
+        return DataLoader(eval_set.features, batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.fmt.collator(self.tokenizer, self.settings, training=False),
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return [self._eval_loader(self.selection_set)] if self.selection_set else []
+
+    def test_dataloader(self):
+        return [self._eval_loader(s) for s in self.eval_sets]
+
+    def sizes(self) -> dict[str, int]:
+        """Number of examples per set, for tracking."""
+        sizes = {} if self.train_features is None or self.streaming else {"train": len(self.train_features)}
+        for eval_set in ([self.selection_set] if self.selection_set else []) + self.eval_sets:
+            sizes[f"{eval_set.split}/{eval_set.lang}"] = len(eval_set.examples)
+        return sizes

@@ -1,0 +1,185 @@
+"""The task registry: every task declared once, as data (tasks.yaml), validated into TaskSpec objects.
+
+Users add tasks without code: a YAML file of the same shape passed with `--tasks-file` or listed in the
+XSTILTS_TASKS environment variable (paths separated by ':').
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from lightning_modules.formats import FORMAT_METRICS
+
+BUILTIN_TASKS = Path(__file__).with_name("tasks.yaml")
+SPLITS = ("train", "validation", "test")
+KINDS = ("intermediate", "target")
+
+# canonical fields each format reads from a dataset row (columns maps them to dataset columns)
+FORMAT_FIELDS = {
+    "classification": ("text_a", "label"),
+    "multiple_choice": ("context", "choices", "label"),
+    "span_qa": ("id", "context", "question", "answers"),
+    "tagging": ("tokens", "tags"),
+    "masked_lm": ("text",),
+    "retrieval": ("source", "target"),
+}
+OPTIONAL_FIELDS = {"classification": ("text_b",)}
+
+
+class TaskError(ValueError):
+    """A task declaration or task data that cannot be used; the message says what is wrong and what is valid."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where one slice of a task's data lives: a hub dataset (or the same layout on local disk)."""
+
+    dataset: str
+    config: str | None = None
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    revision: str | None = None
+    filter: dict = field(default_factory=dict)
+    skip_labels: list = field(default_factory=list)
+    local_only: bool = False
+    data_files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str
+    format: str
+    sources: list[SourceSpec]
+    columns: dict
+    languages: list[str]
+    metric: str
+    description: str = ""
+    labels: list[str] | str | None = None
+    language_names: dict[str, str] = field(default_factory=dict)
+    train_task: str | None = None
+    train_language: str = "en"
+    allow_no_answer: bool = False
+    answer_normalization: str = "squad"
+    domain: str | None = None
+    tags: dict = field(default_factory=dict)
+
+    def language_name(self, lang: str) -> str:
+        return self.language_names.get(lang, lang)
+
+    def has_split(self, split: str) -> bool:
+        return any(split in source.splits or split in source.data_files for source in self.sources)
+
+    @property
+    def num_labels(self) -> int | None:
+        return len(self.labels) if isinstance(self.labels, list) else None
+
+    def check_language(self, lang: str) -> None:
+        if lang not in self.languages:
+            raise TaskError(f"task {self.name!r} has no language {lang!r}; valid: {', '.join(self.languages)}")
+
+
+def _fail(where: str, message: str):
+    raise TaskError(f"{where}: {message}")
+
+
+def _check_keys(where: str, given: dict, allowed) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        _fail(where, f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _parse_source(where: str, raw: dict) -> SourceSpec:
+    if not isinstance(raw, dict) or "dataset" not in raw:
+        _fail(where, "each source needs at least `dataset` (a hub id or a local name)")
+    _check_keys(where, raw, [f.name for f in fields(SourceSpec)])
+    splits = {split: _as_list(names) for split, names in raw.get("splits", {}).items()}
+    for split in list(splits) + list(raw.get("data_files", {})):
+        if split not in SPLITS:
+            _fail(where, f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    return SourceSpec(**{**raw, "splits": splits})
+
+
+def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
+    where = f"task {name!r}" + (f" in {origin}" if origin else "")
+    if not isinstance(raw, dict):
+        _fail(where, "a task is a mapping of options")
+    _check_keys(where, raw, [f.name for f in fields(TaskSpec) if f.name != "name"])
+    for key in ("kind", "format", "sources", "columns", "languages", "metric"):
+        if key not in raw:
+            _fail(where, f"missing option `{key}`")
+    fmt, kind, metric = raw["format"], raw["kind"], raw["metric"]
+    if fmt not in FORMAT_METRICS:
+        _fail(where, f"unknown format {fmt!r}; valid: {', '.join(FORMAT_METRICS)}")
+    if kind not in KINDS:
+        _fail(where, f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    if metric not in FORMAT_METRICS[fmt]:
+        _fail(where, f"metric {metric!r} does not fit format {fmt}; valid: {', '.join(FORMAT_METRICS[fmt])}")
+    missing = [f for f in FORMAT_FIELDS[fmt] if f not in raw["columns"]]
+    if missing:
+        _fail(where, f"columns must map {', '.join(missing)} (format {fmt} reads {', '.join(FORMAT_FIELDS[fmt])})")
+    allowed_fields = FORMAT_FIELDS[fmt] + OPTIONAL_FIELDS.get(fmt, ())
+    _check_keys(f"{where} columns", raw["columns"], allowed_fields)
+    if fmt in ("classification", "multiple_choice", "tagging") and not raw.get("labels"):
+        _fail(where, f"format {fmt} needs `labels` (a list, or `from_data` to collect them from the train split)")
+    labels = raw.get("labels")
+    if labels is not None and labels != "from_data" and not isinstance(labels, list):
+        _fail(where, "`labels` is a list of label names or `from_data`")
+    languages = _as_list(raw["languages"])
+    if not languages:
+        _fail(where, "`languages` is empty")
+    sources = [_parse_source(f"{where} source {i}", s) for i, s in enumerate(_as_list(raw["sources"]))]
+    spec = TaskSpec(name=name, **{**raw, "sources": sources, "languages": languages,
+                                  "labels": [str(x) for x in labels] if isinstance(labels, list) else labels})
+    if fmt != "retrieval" and spec.train_language not in spec.languages:
+        _fail(where, f"train_language {spec.train_language!r} is not among its languages")
+    if spec.answer_normalization not in ("squad", "mlqa"):
+        _fail(where, f"answer_normalization {spec.answer_normalization!r}; valid: squad, mlqa")
+    return spec
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise TaskError(f"tasks file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise TaskError(f"tasks file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise TaskError(f"tasks file {path} must map task names to task declarations")
+    return data
+
+
+def load_registry(extra_files=()) -> dict[str, TaskSpec]:
+    """Built-in tasks plus those of `extra_files` and $XSTILTS_TASKS; a later file may override a task."""
+    env_files = [p for p in os.environ.get("XSTILTS_TASKS", "").split(":") if p]
+    registry = {}
+    for path in [BUILTIN_TASKS, *map(Path, env_files), *map(Path, extra_files)]:
+        for name, raw in _read_yaml(path).items():
+            registry[name] = parse_task(name, raw, origin=str(path))
+    for spec in registry.values():
+        _check_train_task(spec, registry)
+    return registry
+
+
+def _check_train_task(spec: TaskSpec, registry: dict[str, TaskSpec]) -> None:
+    if spec.train_task is None:
+        return
+    trainer = registry.get(spec.train_task)
+    if trainer is None:
+        raise TaskError(f"task {spec.name!r}: train_task {spec.train_task!r} is not a registered task")
+    if trainer.format != spec.format or trainer.labels != spec.labels:
+        raise TaskError(f"task {spec.name!r}: train_task {trainer.name!r} must have the same format and labels")
+
+
+def get_task(name: str, registry: dict[str, TaskSpec]) -> TaskSpec:
+    if name not in registry:
+        raise TaskError(f"unknown task {name!r}; registered: {', '.join(sorted(registry))}")
+    return registry[name]

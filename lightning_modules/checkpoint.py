@@ -1,0 +1,47 @@
+"""The xstilts checkpoint: a folder anyone can load.
+
+    encoder/         a Hugging Face model folder (config, model.safetensors, tokenizer): the encoder alone,
+                     which is how a later phase starts from an earlier one (AutoModel.from_pretrained works)
+    head.safetensors the task head's weights
+    xstilts.json     task, format, labels, feature settings and where the encoder came from
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+META_FILE = "xstilts.json"
+HEAD_FILE = "head.safetensors"
+
+
+def save_checkpoint(folder: Path, encoder, tokenizer, head, meta: dict) -> Path:
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "encoder")
+    save_model(head, str(folder / HEAD_FILE))
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable))
+    return folder
+
+
+def _jsonable(value):
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else str(value)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / META_FILE).exists() and (folder / "encoder").is_dir()
+
+
+def read_meta(folder: Path) -> dict:
+    if not is_checkpoint(folder):
+        raise FileNotFoundError(f"{folder} is not an xstilts checkpoint (no {META_FILE} and encoder/)")
+    return json.loads((folder / META_FILE).read_text())
+
+
+def load_head(folder: Path, head) -> None:
+    from safetensors.torch import load_model
+
+    load_model(head, str(folder / HEAD_FILE))

@@ -1,0 +1,79 @@
+"""Encoders by name: a built-in local model, an MLflow registered model, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class EncoderError(ValueError):
+    pass
+
+
+def cache_dir() -> Path:
+    """Where xstilts keeps converted models and tokenized data: $XSTILTS_CACHE, else ~/.cache/xstilts."""
+    return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
+
+
+def _build_tiny(folder: Path) -> Path:
+    from lightning_modules.encoders.tiny import build_tiny
+
+    return build_tiny(folder)
+
+
+def _import_e5(folder: Path) -> Path:
+    from lightning_modules.encoders.e5_small import import_e5_small
+
+    return import_e5_small(folder.parent)
+
+
+BUILTIN = {"tiny-xlmr": _build_tiny, "multilingual-e5-small": _import_e5}
+ALIASES = {"e5-small": "multilingual-e5-small", "intfloat/multilingual-e5-small": "multilingual-e5-small"}
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def resolve(name: str) -> str:
+    """A local folder or hub id that `from_pretrained` can load; fails early with a clear message."""
+    name = ALIASES.get(name, name)
+    if name in BUILTIN:
+        return str(BUILTIN[name](cache_dir() / "models" / name))
+    if name.startswith("models:/"):
+        from sweeps.registry import download_registered_encoder
+
+        return download_registered_encoder(name)
+    path = Path(name).expanduser()
+    if (path / "xstilts.json").exists():
+        path = path / "encoder"  # a phase starts from an earlier phase's encoder, without its head
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise EncoderError(f"encoder folder {path} has no config.json (expected a Hugging Face model folder"
+                               f" or an xstilts checkpoint's encoder/ folder)")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
+    if looks_like_path:
+        raise EncoderError(f"encoder path {name} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(name):
+        raise EncoderError(f"encoder {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+                           f"built-in encoders: {', '.join(BUILTIN)}, or pass a local folder")
+    return name
+
+
+def load_encoder(name: str):
+    """(encoder, tokenizer) for an encoder name, without any task head."""
+    from transformers import AutoModel, AutoTokenizer
+
+    location = resolve(name)
+    encoder = AutoModel.from_pretrained(location, add_pooling_layer=False) if _has_pooler(location) \
+        else AutoModel.from_pretrained(location)
+    return encoder, AutoTokenizer.from_pretrained(location)
+
+
+def _has_pooler(location: str) -> bool:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(location).model_type in ("bert", "roberta", "xlm-roberta")

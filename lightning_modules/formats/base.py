@@ -1,0 +1,106 @@
+"""What every format provides, and the helpers they share.
+
+A format turns canonical rows (datamodules/sources.py) into features (`featurize`, cached by the datamodule),
+features into padded batches (`collate`), batches into a loss and outputs (`step`, through the encoder and the
+format's head), and the outputs of one evaluation set into scores (`score`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    max_length: int = 256
+    doc_stride: int = 128  # span QA: overlap between windows of a long context
+    max_query_length: int = 64  # span QA: questions are cut to this many tokens
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
+
+
+@dataclass
+class EvalSet:
+    """One language's evaluation data: canonical examples and their features (same order as the dataloader)."""
+
+    task: object  # the TaskSpec these rows belong to (its metric and answer normalisation apply)
+    lang: str
+    split: str
+    examples: object  # datasets.Dataset of canonical rows
+    features: object  # datasets.Dataset of features
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor | None
+    outputs: dict  # what `score` needs from this batch, detached and on the CPU
+
+
+def pad(sequences: list[list[int]], value: int) -> torch.Tensor:
+    """Right-pad to the longest sequence of this batch (dynamic padding)."""
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), value, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+def encode(encoder, input_ids: torch.Tensor, pad_id: int, hidden_layer: int | None = None) -> torch.Tensor:
+    """Hidden states of the encoder's last layer, or of `hidden_layer` (0 = embeddings)."""
+    mask = (input_ids != pad_id).long()
+    if hidden_layer is None:
+        return encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    return encoder(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[hidden_layer]
+
+
+def cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().float().cpu() if tensor.is_floating_point() else tensor.detach().cpu()
+
+
+class Format:
+    name = ""
+    # feature columns whose length is the sequence length (used for length-grouped batching)
+    length_column = "input_ids"
+
+    def featurize(self, batch: dict, tokenizer, task, settings: FeatureSettings, training: bool) -> dict:
+        raise NotImplementedError
+
+    def collate(self, rows: list[dict], tokenizer) -> dict:
+        raise NotImplementedError
+
+    def collator(self, tokenizer, settings: FeatureSettings, training: bool):
+        """The DataLoader's collate_fn."""
+        return lambda rows: self.collate(rows, tokenizer)
+
+    def build_head(self, encoder, task, labels: list[str] | None) -> nn.Module:
+        raise NotImplementedError
+
+    def step(self, encoder, head: nn.Module, batch: dict, pad_id: int) -> StepOutput:
+        raise NotImplementedError
+
+    def score(self, outputs: list[dict], eval_set: EvalSet, labels) -> dict[str, float]:
+        raise NotImplementedError
+
+    def trains(self) -> bool:
+        return True
+
+
+class LinearHead(nn.Module):
+    """dropout -> dense -> tanh -> dropout -> out: the RoBERTa classification head, used on one token."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1, pooler: bool = True):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size) if pooler else nn.Identity()
+        self.activation = nn.Tanh() if pooler else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(self.activation(self.dense(self.dropout(hidden)))))
+
+
+def hidden_size(encoder) -> int:
+    return encoder.config.hidden_size

@@ -1,0 +1,37 @@
+"""Sentence and sentence-pair classification (XNLI, PAWS-X, MNLI, QQP, ANLI+): the first token's state -> labels."""
+
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.formats.base import Format, LinearHead, StepOutput, cpu, encode, hidden_size, pad
+from lightning_modules.metrics.classification import accuracy
+
+
+class Classification(Format):
+    name = "classification"
+
+    def featurize(self, batch, tokenizer, task, settings, training):
+        pairs = batch.get("text_b")
+        encoded = tokenizer(batch["text_a"], pairs, truncation=True, max_length=settings.max_length)
+        return {"input_ids": encoded["input_ids"], "label": batch["label"]}
+
+    def collate(self, rows, tokenizer):
+        pad_id = tokenizer.pad_token_id
+        return {"input_ids": pad([r["input_ids"] for r in rows], pad_id),
+                "label": torch.tensor([r["label"] for r in rows])}
+
+    def build_head(self, encoder, task, labels):
+        return LinearHead(hidden_size(encoder), len(labels))
+
+    def step(self, encoder, head, batch, pad_id):
+        logits = head(encode(encoder, batch["input_ids"], pad_id)[:, 0])
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        return StepOutput(loss, {"predicted": cpu(logits.argmax(-1)), "gold": cpu(batch["label"])})
+
+    def score(self, outputs, eval_set, labels):
+        predicted = torch.cat([o["predicted"] for o in outputs]).tolist()
+        gold = torch.cat([o["gold"] for o in outputs]).tolist()
+        return accuracy(gold, predicted)
+
+
+FORMAT = Classification()

@@ -1,0 +1,97 @@
+"""The Lightning module: an encoder, a head, and the format that joins them; AdamW with linear warm-up/decay.
+
+Every evaluation set (one per language and split, from the datamodule) is scored by its format and logged as
+`<split>/<lang>/<metric>`, with `<split>/mean/<metric>` over all its languages and `<split>/zero_shot_mean/<metric>`
+over all but the training language.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from statistics import mean
+
+import lightning as L
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    adam_epsilon: float = 1e-8
+
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+
+
+def mean_scores(scores_by_lang: dict[str, dict[str, float]], train_language: str) -> dict[str, float]:
+    """Per metric: the mean over languages, and the mean over the zero-shot (non-training) languages."""
+    means = {}
+    zero_shot = {lang: s for lang, s in scores_by_lang.items() if lang != train_language}
+    for name, group in (("mean", scores_by_lang), ("zero_shot_mean", zero_shot)):
+        for metric in next(iter(group.values()), {}):
+            means[f"{name}/{metric}"] = mean(s[metric] for s in group.values())
+    return means
+
+
+class TaskModule(L.LightningModule):
+    def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int,
+                 optimizer: OptimizerSettings = OptimizerSettings()):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.fmt, self.labels, self.pad_id, self.optimizer_settings = fmt, labels, pad_id, optimizer
+        self._outputs: dict[int, list] = defaultdict(list)
+        self.scores: dict[str, float] = {}
+
+    def training_step(self, batch, batch_idx):
+        loss = self.fmt.step(self.encoder, self.head, batch, self.pad_id).loss
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def _collect(self, batch, dataloader_idx: int) -> None:
+        self._outputs[dataloader_idx].append(self.fmt.step(self.encoder, self.head, batch, self.pad_id).outputs)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self._collect(batch, dataloader_idx)
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self._collect(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            self._outputs.clear()
+            return
+        datamodule = self.trainer.datamodule
+        self._score([datamodule.selection_set] if datamodule.selection_set else [])
+
+    def on_test_epoch_end(self):
+        self._score(self.trainer.datamodule.eval_sets)
+
+    def _score(self, eval_sets) -> None:
+        by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+        for index, eval_set in enumerate(eval_sets):
+            by_split[eval_set.split][eval_set.lang] = self.fmt.score(self._outputs.pop(index, []), eval_set,
+                                                                     self.labels)
+        scores = {}
+        for split, by_lang in by_split.items():
+            scores.update({f"{split}/{lang}/{metric}": value
+                           for lang, result in by_lang.items() for metric, value in result.items()})
+            train_language = eval_sets[0].task.train_language
+            scores.update({f"{split}/{key}": value for key, value in mean_scores(by_lang, train_language).items()})
+        self._outputs.clear()
+        self.scores.update(scores)
+        self.log_dict({key: float(value) for key, value in scores.items()})
+
+    def configure_optimizers(self):
+        settings = self.optimizer_settings
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": settings.weight_decay},
+                  {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=settings.lr, eps=settings.adam_epsilon,
+                                      fused=self.device.type == "cuda")
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_ratio), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,166 @@
+"""The `xstilts` command. Start-up stays fast: every heavy import happens inside the command that needs it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-dir", help="local files in the hub layout (DIR/<dataset>/<config>/<split>.jsonl); "
+                                          "'fixtures' for the bundled fixtures; default: the hub")
+    group.add_argument("--tasks-file", action="append", default=[], help="extra task declarations (YAML)")
+    group.add_argument("--languages", type=_csv, default=(), help="evaluation languages, comma-separated")
+    group.add_argument("--eval-splits", type=_csv, default=("validation", "test"))
+    group.add_argument("--max-length", type=int, default=256)
+    group.add_argument("--doc-stride", type=int, default=128)
+    group.add_argument("--max-train-examples", type=int)
+    group.add_argument("--max-eval-examples", type=int)
+    group.add_argument("--streaming", action="store_true", help="stream the training data (needs --max-steps)")
+    group.add_argument("--num-workers", type=int, default=0)
+
+
+def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tracking")
+    group.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite in mlruns/)")
+    group.add_argument("--experiment", default="xstilts")
+    group.add_argument("--run-name")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--encoder", default="tiny-xlmr",
+                       help="hub id, local folder, xstilts checkpoint, models:/… URI, or a built-in: "
+                            "tiny-xlmr, multilingual-e5-small")
+    group.add_argument("--lr", type=float, default=1e-5)
+    group.add_argument("--epochs", type=int, default=3)
+    group.add_argument("--max-steps", type=int, default=-1)
+    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--eval-batch-size", type=int, default=64)
+    group.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    group.add_argument("--warmup-ratio", type=float, default=0.1)
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--eval-every", type=int, help="validate on English every N steps (default: each epoch)")
+    group.add_argument("--patience", type=int, help="early stopping patience, in validations")
+    group.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on GPU")
+    group.add_argument("--seed", type=int, default=0)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="xstilts", description="Cross-lingual intermediate-task training "
+                                   "(X-STILTs) on XTREME, tracked in MLflow.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    tasks = commands.add_parser("tasks", help="list the registered tasks")
+    tasks.add_argument("--tasks-file", action="append", default=[])
+
+    fit = commands.add_parser("fit", help="train on one task (English), then evaluate every language zero-shot")
+    fit.add_argument("task")
+    _add_train_options(fit)
+    _add_data_options(fit)
+    _add_tracking_options(fit)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on every language of a task")
+    evaluate.add_argument("checkpoint", help="checkpoint folder, runs:/<run id>/checkpoint or models:/<name>@<alias>")
+    evaluate.add_argument("--task", default="", help="default: the task the checkpoint was trained for")
+    evaluate.add_argument("--eval-batch-size", type=int, default=64)
+    _add_data_options(evaluate)
+    _add_tracking_options(evaluate)
+
+    models = commands.add_parser("models", help="prepare built-in encoders in the local cache")
+    models.add_argument("action", choices=["build-tiny", "import-e5-small", "where"])
+    return root
+
+
+def _run_config(args):
+    from sweeps.run import DataConfig, RunConfig, TrainConfig
+
+    data = DataConfig(data_dir=args.data_dir, tasks_files=tuple(args.tasks_file), languages=args.languages,
+                      eval_splits=args.eval_splits, max_length=args.max_length, doc_stride=args.doc_stride,
+                      max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+                      streaming=args.streaming, num_workers=args.num_workers)
+    train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
+                    "weight_decay", "eval_every", "patience", "precision", "seed")
+    train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
+    return RunConfig(task=getattr(args, "task", ""), encoder=getattr(args, "encoder", "tiny-xlmr"), data=data,
+                     train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name)
+
+
+def cmd_tasks(args) -> None:
+    from datamodules.tasks import load_registry
+
+    registry = load_registry(args.tasks_file)
+    rows = [("task", "kind", "format", "metric", "data source", "#", "languages")]
+    for spec in registry.values():
+        source = ", ".join(sorted({s.dataset for s in spec.sources}))
+        trained = f" (train: {spec.train_task})" if spec.train_task else ""
+        rows.append((spec.name, spec.kind, spec.format, spec.metric, source + trained, str(len(spec.languages)),
+                     " ".join(spec.languages)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def print_scores(scores: dict[str, float]) -> None:
+    """The per-language table of a run: one row per split and language, one column per metric."""
+    table: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in scores.items():
+        split, lang, metric = key.rsplit("/", 2) if key.count("/") >= 2 else (key, "", "")
+        table.setdefault((split, lang), {})[metric] = value
+    metrics = sorted({m for row in table.values() for m in row})
+    print(f"{'split':<12}{'language':<16}" + "".join(f"{m:>14}" for m in metrics))
+    for (split, lang), row in table.items():
+        print(f"{split:<12}{lang:<16}" + "".join(f"{row[m]:>14.2f}" if m in row else f"{'':>14}" for m in metrics))
+
+
+def cmd_fit(args) -> None:
+    from sweeps.run import fit
+
+    result = fit(_run_config(args))
+    print_scores(result.scores)
+    print(f"\nMLflow run {result.run_id}; checkpoint {result.checkpoint_uri}")
+
+
+def cmd_evaluate(args) -> None:
+    from sweeps.run import evaluate
+
+    result = evaluate(args.checkpoint, _run_config(args))
+    print_scores(result.scores)
+    print(f"\nMLflow run {result.run_id}")
+
+
+def cmd_models(args) -> None:
+    from lightning_modules.encoders import cache_dir, resolve
+
+    if args.action == "where":
+        print(cache_dir() / "models")
+        return
+    print(resolve({"build-tiny": "tiny-xlmr", "import-e5-small": "multilingual-e5-small"}[args.action]))
+
+
+COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "models": cmd_models}
+# errors a user can fix: printed as one line, not a traceback
+USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        COMMANDS[args.command](args)
+    except Exception as error:
+        if type(error).__name__ not in USER_ERRORS and not isinstance(error, ValueError):
+            raise
+        print(f"xstilts {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

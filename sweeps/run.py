@@ -1,0 +1,250 @@
+"""One tracked run: train an encoder on a task (English), select on English validation, evaluate every language
+zero-shot, and save the checkpoint; or evaluate a saved checkpoint. Everything is checked before the MLflow run
+starts where it can be; what fails later (bad rows in a data file) marks the run FAILED."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from datamodules.tasks import TaskSpec, get_task, load_registry
+
+FIXTURES = Path(__file__).resolve().parents[1] / "datamodules" / "fixtures"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str | None = None  # local files in the hub layout; "fixtures" = the bundled fixtures
+    tasks_files: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()  # evaluation languages (default: all of the task's)
+    eval_splits: tuple[str, ...] = ("validation", "test")
+    max_length: int = 256
+    doc_stride: int = 128
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    streaming: bool = False
+    num_workers: int = 0
+
+    def data_path(self) -> Path | None:
+        if self.data_dir == "fixtures":
+            return FIXTURES
+        return Path(self.data_dir) if self.data_dir else None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-5
+    epochs: int = 3
+    max_steps: int = -1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    accumulate: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    eval_every: int | None = None  # validate every N training steps (default: once per epoch)
+    patience: int | None = None  # early stopping on the English validation metric
+    precision: str = "32-true"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str
+    encoder: str = "tiny-xlmr"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking_uri: str | None = None
+    experiment: str = "xstilts"
+    run_name: str | None = None
+    tags: dict = field(default_factory=dict)
+
+    def params(self) -> dict:
+        flat = {"task": self.task, "encoder": self.encoder}
+        flat.update({f"data.{k}": v for k, v in asdict(self.data).items()})
+        flat.update({f"train.{k}": v for k, v in asdict(self.train).items()})
+        return flat
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    scores: dict[str, float]
+    checkpoint_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs, built and checked before its MLflow run starts."""
+
+    task: TaskSpec
+    train_task: TaskSpec
+    registry: dict
+
+
+def prepare(config: RunConfig) -> Prepared:
+    from lightning_modules.encoders import resolve
+
+    registry = load_registry(config.data.tasks_files)
+    task = get_task(config.task, registry)
+    for lang in config.data.languages:
+        task.check_language(lang)
+    data_path = config.data.data_path()
+    if data_path is not None and not data_path.is_dir():
+        raise FileNotFoundError(f"--data-dir {data_path} is not a folder")
+    resolve(config.encoder)
+    train_task = registry[task.train_task] if task.train_task else task
+    return Prepared(task, train_task, registry)
+
+
+def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=None):
+    from datamodules.datamodule import TaskDataModule
+    from lightning_modules.formats.base import FeatureSettings
+
+    data = config.data
+    return TaskDataModule(
+        prepared.task, fmt, tokenizer, train_task=prepared.train_task, data_dir=data.data_path(),
+        eval_languages=list(data.languages) or None, eval_splits=data.eval_splits,
+        settings=FeatureSettings(max_length=data.max_length, doc_stride=data.doc_stride),
+        batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
+        num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
+        max_eval_examples=data.max_eval_examples, labels=labels)
+
+
+def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
+    import lightning as L
+
+    train = config.train
+    periodic = train.eval_every is not None and has_validation
+    return L.Trainer(
+        max_epochs=train.epochs, max_steps=train.max_steps, accumulate_grad_batches=train.accumulate,
+        precision=train.precision, logger=logger, callbacks=callbacks, accelerator="auto", devices=1,
+        val_check_interval=train.eval_every if periodic else None,
+        check_val_every_n_epoch=None if periodic else 1, limit_val_batches=1.0 if has_validation else 0,
+        num_sanity_val_steps=0, log_every_n_steps=10, enable_model_summary=False, deterministic=False)
+
+
+def _selection_callbacks(datamodule, workdir: Path, patience: int | None):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    selection = datamodule.selection_set
+    if selection is None:
+        return [], None
+    monitor = f"{selection.split}/{selection.lang}/{selection.task.metric}"
+    mode = "min" if selection.task.metric == "perplexity" else "max"
+    best = ModelCheckpoint(dirpath=workdir / "selection", monitor=monitor, mode=mode, save_top_k=1,
+                           save_weights_only=True, filename="best")
+    callbacks = [best] + ([EarlyStopping(monitor, mode=mode, patience=patience)] if patience else [])
+    return callbacks, best
+
+
+def _checkpoint_meta(config: RunConfig, prepared: Prepared, labels, run_id: str) -> dict:
+    return {"task": prepared.task.name, "format": prepared.task.format, "labels": labels,
+            "train_task": prepared.train_task.name, "encoder_source": config.encoder,
+            "max_length": config.data.max_length, "doc_stride": config.data.doc_stride, "run_id": run_id}
+
+
+def fit(config: RunConfig) -> RunResult:
+    """Train on the task's English data, select on English validation, evaluate every language."""
+    import lightning as L
+    import torch
+
+    from lightning_modules.checkpoint import save_checkpoint
+    from lightning_modules.encoders import load_encoder
+    from lightning_modules.formats import get_format
+    from lightning_modules.task_module import OptimizerSettings, TaskModule
+    from sweeps.tracking import tracked_run, tracking_uri
+
+    prepared = prepare(config)
+    fmt = get_format(prepared.task.format)
+    uri = tracking_uri(config.tracking_uri)
+    tags = {"xstilts.command": "fit", "xstilts.task": prepared.task.name, "xstilts.encoder": config.encoder,
+            "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed, **config.tags}
+    with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags) as run, \
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+        run.log_params(config.params())
+        L.seed_everything(config.train.seed, workers=True, verbose=False)
+        encoder, tokenizer = load_encoder(config.encoder)
+        datamodule = _datamodule(config, prepared, fmt, tokenizer)
+        datamodule.setup("fit")
+        datamodule.setup("test")
+        _log_data(run, prepared, datamodule)
+        head = fmt.build_head(encoder, prepared.task, datamodule.labels)
+        module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id,
+                            OptimizerSettings(lr=config.train.lr, weight_decay=config.train.weight_decay,
+                                              warmup_ratio=config.train.warmup_ratio))
+        run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
+                        "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad)})
+        callbacks, best = _selection_callbacks(datamodule, Path(tmp), config.train.patience)
+        trainer = _trainer(config, run.lightning_logger(), callbacks, datamodule.selection_set is not None)
+        trainer.fit(module, datamodule=datamodule)
+        if best is not None and best.best_model_path:
+            module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
+            run.log_metrics({"selection/best_score": float(best.best_model_score)})
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        checkpoint = save_checkpoint(Path(tmp) / "checkpoint", encoder, tokenizer, head,
+                                     _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
+        run.log_artifacts(checkpoint, "checkpoint")
+        run.log_dict(module.scores, "scores.json")
+        return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint")
+
+
+def _log_data(run, prepared: Prepared, datamodule) -> None:
+    sources = {"data.train_sources": json.dumps([asdict(s) for s in prepared.train_task.sources]),
+               "data.eval_sources": json.dumps([asdict(s) for s in prepared.task.sources]),
+               "data.labels": json.dumps(datamodule.labels)}
+    sizes = {f"data.size.{name}": n for name, n in datamodule.sizes().items()}
+    cache = {f"data.cache_hit.{name}": hit for name, hit in datamodule.cache_hits.items()}
+    run.log_params({**sources, **sizes, **cache})
+
+
+def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
+    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`."""
+    import lightning as L
+
+    from lightning_modules.checkpoint import load_head, read_meta
+    from lightning_modules.encoders import load_encoder
+    from lightning_modules.formats import get_format
+    from lightning_modules.task_module import TaskModule
+    from sweeps.tracking import tracked_run, tracking_uri
+
+    folder = local_checkpoint(checkpoint, config.tracking_uri)
+    meta = read_meta(folder)
+    config = replace(config, task=config.task or meta["task"], encoder=str(folder / "encoder"),
+                     data=replace(config.data, max_length=meta["max_length"], doc_stride=meta["doc_stride"]))
+    prepared = prepare(config)
+    if prepared.task.format != meta["format"]:
+        raise ValueError(f"checkpoint {checkpoint} has a {meta['format']} head; task {prepared.task.name} "
+                         f"needs {prepared.task.format}")
+    fmt = get_format(prepared.task.format)
+    uri = tracking_uri(config.tracking_uri)
+    tags = {"xstilts.command": "evaluate", "xstilts.task": prepared.task.name, "xstilts.checkpoint": checkpoint,
+            "xstilts.checkpoint_run_id": meta.get("run_id", ""), **config.tags}
+    with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags) as run:
+        run.log_params({**config.params(), "checkpoint": checkpoint})
+        encoder, tokenizer = load_encoder(str(folder / "encoder"))
+        datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=meta["labels"])
+        datamodule.setup("test")
+        head = fmt.build_head(encoder, prepared.task, meta["labels"])
+        load_head(folder, head)
+        module = TaskModule(encoder, head, fmt, meta["labels"], tokenizer.pad_token_id)
+        trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        run.log_dict(module.scores, "scores.json")
+        return RunResult(run.run_id, dict(module.scores))
+
+
+def local_checkpoint(checkpoint: str, uri: str | None) -> Path:
+    """A local folder for a checkpoint given as a folder, `runs:/<id>/checkpoint` or `models:/<name>@<alias>`."""
+    if "://" not in checkpoint and ":/" not in checkpoint:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        return path
+    import mlflow
+
+    from sweeps.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    return Path(mlflow.artifacts.download_artifacts(checkpoint))

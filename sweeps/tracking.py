@@ -1,0 +1,132 @@
+"""MLflow tracking: where the store is, one context manager per run, and Lightning's logger bound to that run.
+
+Default store: `mlruns/` at the project root (sqlite database `mlflow.db` and `artifacts/`). MLFLOW_TRACKING_URI
+or `--tracking-uri` points elsewhere (another sqlite file, PostgreSQL, or an `http://` tracking server).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_root() -> Path:
+    """The checkout holding this package, or the working directory for an installed copy."""
+    return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
+
+
+def default_store() -> Path:
+    return project_root() / "mlruns"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    default_store().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{default_store() / 'mlflow.db'}"
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a sqlite store live beside its database; a server or other database decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment).resolve().as_uri()
+
+
+def experiment_id(client, uri: str, name: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    except Exception:  # another worker created it first
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+class Run:
+    """One MLflow run, written through the client (no global "active run" state)."""
+
+    def __init__(self, client, uri: str, run_id: str):
+        self.client, self.uri, self.run_id = client, uri, run_id
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start: start + 100])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start: start + 1000])
+
+    def set_tags(self, tags: dict) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_dict(self, data: dict, file_name: str) -> None:
+        self.client.log_dict(self.run_id, data, file_name)
+
+    def lightning_logger(self):
+        """Lightning's MLflow logger writing into this run, leaving the run's end to `tracked_run`."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        class RunLogger(MLFlowLogger):
+            def finalize(self, status: str = "success") -> None:
+                import mlflow
+
+                mlflow.flush_async_logging()
+
+        return RunLogger(tracking_uri=self.uri, run_id=self.run_id, synchronous=False)
+
+
+@contextmanager
+def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None):
+    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C) if the block raises."""
+    import mlflow
+    from mlflow.entities import RunStatus
+
+    client = mlflow.MlflowClient(uri)
+    all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.runName": run_name, **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    created = client.create_run(experiment_id(client, uri, experiment), run_name=run_name, tags=all_tags)
+    status = RunStatus.FAILED
+    try:
+        yield Run(client, uri, created.info.run_id)
+        status = RunStatus.FINISHED
+    except KeyboardInterrupt:
+        status = RunStatus.KILLED
+        raise
+    finally:
+        mlflow.flush_async_logging()
+        client.set_terminated(created.info.run_id, RunStatus.to_string(status))
