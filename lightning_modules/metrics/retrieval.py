@@ -1,0 +1,227 @@
+"""Sentence retrieval scores (Tatoeba, BUCC 2018) as XTREME computes them (`third_party/evaluate_retrieval.py`,
+`third_party/utils_retrieve.py`, `evaluate.py`), with exact cosine search done block by block in torch
+instead of faiss: neither a query x key similarity matrix nor normalised copies of the inputs are ever
+held whole, and the search runs where the tensors are (GPU included).
+
+Embeddings: masked mean of one hidden layer; XTREME pools over all non-padding positions, <s> and </s>
+included (its `pool_skip_special_token` is off), so pass the attention mask as it is.
+"""
+
+from collections import Counter
+from typing import Hashable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+XTREME_LAYER, XTREME_DEPTH = 14, 24
+TATOEBA_DIRECTIONS = ("en->xx", "xx->en")
+DEFAULT_BATCH = 4096
+
+
+def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, H] x [B, L] -> [B, H] float32 mean over unmasked positions (a fully masked row gives zeros)."""
+    mask = attention_mask.to(torch.float32).unsqueeze(-1)
+    return (hidden_states.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def retrieval_layer(num_hidden_layers: int) -> int:
+    """Index into HF `hidden_states` (0 = embeddings, i = output of layer i) used for retrieval.
+
+    XTREME's run_tatoeba.sh embeds XLM-R large (24 layers) with `--num_layers 24 --specific_layer 13`,
+    an index into the last 24 hidden states, i.e. hidden_states[14]; jiant uses the same layer. Other
+    depths keep that relative depth, 14/24, rounded half up: 12 layers -> 7, 6 -> 4. (XTREME's mBERT
+    setting, hidden_states[8] of 12, is not this ratio; the rule is anchored on XLM-R.)
+    """
+    if num_hidden_layers < 1:
+        raise ValueError(f"need at least one hidden layer, got {num_hidden_layers}")
+    return (2 * num_hidden_layers * XTREME_LAYER + XTREME_DEPTH) // (2 * XTREME_DEPTH)
+
+
+def _unit_rows(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return F.normalize(rows.to(device=device, dtype=torch.float32), dim=1)
+
+
+def _block_topk(similarities: torch.Tensor, k: int):
+    """Row-wise top-k of one block."""
+    if k == 1:  # max() returns the first of tied maxima, so the lowest index wins, as with faiss
+        return similarities.max(dim=1, keepdim=True)
+    return similarities.topk(k, dim=1)
+
+
+def _merge(best, new, k: int):
+    """Keep the k best of a running top-k and a block's top-k; on ties the earlier (running) entry wins."""
+    scores, indices = torch.cat([best[0], new[0]], dim=1), torch.cat([best[1], new[1]], dim=1)
+    scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    return scores[:, :k], indices.gather(1, order[:, :k])
+
+
+def _empty(rows: int, device: torch.device):
+    return torch.empty(rows, 0, device=device), torch.empty(rows, 0, dtype=torch.long, device=device)
+
+
+def _scan(queries, keys, k: int, batch_size: int, key_batch_size: int | None, device, both: bool):
+    queries, keys = torch.as_tensor(queries), torch.as_tensor(keys)
+    if len(queries) == 0 or len(keys) == 0:
+        raise ValueError("cannot search with no queries or no keys")
+    device = torch.device(device) if device is not None else queries.device
+    key_batch_size = key_batch_size or batch_size
+    k_keys, k_queries = min(k, len(keys)), min(k, len(queries))
+    key_starts = range(0, len(keys), key_batch_size)
+    key_best = [_empty(min(key_batch_size, len(keys) - start), device) for start in key_starts]
+    query_best = []
+    for q_start in range(0, len(queries), batch_size):
+        block = _unit_rows(queries[q_start:q_start + batch_size], device)
+        best = _empty(len(block), device)
+        for slot, k_start in enumerate(key_starts):
+            similarities = block @ _unit_rows(keys[k_start:k_start + key_batch_size], device).T
+            scores, indices = _block_topk(similarities, min(k_keys, similarities.shape[1]))
+            best = _merge(best, (scores, indices + k_start), k_keys)
+            if both:  # top-k down the columns; a contiguous transpose makes it about twice as fast on CPU
+                scores, indices = _block_topk(similarities.T.contiguous(), min(k_queries, len(block)))
+                key_best[slot] = _merge(key_best[slot], (scores, indices + q_start), k_queries)
+        query_best.append(best)
+    return _concat(query_best), _concat(key_best) if both else None
+
+
+def _concat(blocks):
+    return torch.cat([scores for scores, _ in blocks]), torch.cat([indices for _, indices in blocks])
+
+
+def knn(queries, keys, k: int, batch_size: int = DEFAULT_BATCH, key_batch_size: int | None = None, device=None):
+    """Cosine k nearest keys of every query -> (scores [Nq, k], indices [Nq, k]), best first.
+
+    Works on blocks of `batch_size` queries x `key_batch_size` keys (default: the same) with a running
+    top-k, so memory stays O(block + Nq k). Runs on `device` (default: the queries' device) and returns
+    there. k is capped at the number of keys. For k = 1 ties go to the lowest key index; for larger k
+    the order among exactly tied keys is unspecified.
+    """
+    return _scan(queries, keys, k, batch_size, key_batch_size, device, both=False)[0]
+
+
+def mutual_knn(x, y, k: int, batch_size: int = DEFAULT_BATCH, key_batch_size: int | None = None, device=None):
+    """Both directions of `knn` from one pass over the x . y blocks: ((x->y scores, indices), (y->x ...))."""
+    return _scan(x, y, k, batch_size, key_batch_size, device, both=True)
+
+
+def tatoeba_accuracy(source_emb, target_emb, direction: str = "en->xx", batch_size: int = DEFAULT_BATCH,
+                     device=None) -> dict:
+    """{"accuracy"} x100 of nearest-neighbour translation retrieval.
+
+    Row i of `source_emb` (the non-English sentences) translates row i of `target_emb` (English).
+    "en->xx" is XTREME's direction: `similarity_search` indexes the non-English side and queries it
+    with each English sentence. "xx->en" is the reverse. A retrieval is right only if it returns the
+    row with the same index: XTREME neither merges nor forgives duplicate sentences, so when one
+    sentence occurs twice on the searched side, both queries retrieve the first copy and the query
+    aligned with the second copy counts as wrong.
+    """
+    if direction not in TATOEBA_DIRECTIONS:
+        raise ValueError(f"direction must be one of {TATOEBA_DIRECTIONS}, got {direction!r}")
+    queries, keys = (target_emb, source_emb) if direction == "en->xx" else (source_emb, target_emb)
+    if len(queries) != len(keys):
+        raise ValueError(f"{len(source_emb)} source but {len(target_emb)} target sentences")
+    _, nearest = knn(queries, keys, 1, batch_size=batch_size, device=device)
+    hits = nearest[:, 0].cpu() == torch.arange(len(queries))
+    return {"accuracy": 100.0 * hits.double().mean().item()}
+
+
+def margin_scores(similarities: torch.Tensor, candidates: torch.Tensor, row_means: torch.Tensor,
+                  candidate_means: torch.Tensor) -> torch.Tensor:
+    """Ratio margin of each row x with each of its candidates y (utils_retrieve.py, `margin='ratio'`):
+    cos(x, y) / ((mean_k cos(x, NN_k(x)) + mean_k cos(y, NN_k(y))) / 2).
+
+    similarities [N, K]: cos(x, candidate); candidates [N, K]: candidate indices on the other side;
+    row_means [N]: each x's mean cosine to its k nearest neighbours; candidate_means [M]: the same for
+    the other side.
+    """
+    return similarities / ((row_means.unsqueeze(1) + candidate_means[candidates]) / 2)
+
+
+def _unify(embeddings, ids: Sequence[Hashable], texts: Sequence[str] | None):
+    """XTREME mines over distinct sentences (one embedding per text: the last copy's) and then drops
+    every candidate whose sentence occurs more than once in its file (compared after strip())."""
+    embeddings = torch.as_tensor(embeddings)
+    if len(ids) != len(embeddings) or (texts is not None and len(texts) != len(ids)):
+        raise ValueError("embeddings, ids and texts must have one entry per sentence")
+    if texts is None:
+        return embeddings, list(ids)
+    last_row = {}
+    for row, text in enumerate(texts):
+        last_row[text] = row
+    rows = list(last_row.values())
+    stripped = Counter(text.strip() for text in texts)
+    kept_ids = [ids[row] if stripped[texts[row].strip()] == 1 else None for row in rows]
+    return embeddings[torch.tensor(rows)], kept_ids
+
+
+def _best_candidates(similarities, candidates, row_means, candidate_means):
+    scores, position = margin_scores(similarities, candidates, row_means, candidate_means).max(dim=1)
+    return scores.cpu().numpy(), candidates.gather(1, position.unsqueeze(1))[:, 0].cpu().numpy()
+
+
+def _max_retrieval(fwd_scores, fwd_best, bwd_scores, bwd_best):
+    """utils_retrieve's default `retrieval='max'`: pool each source's best target and each target's best
+    source, then take pairs by falling score, skipping any whose source or target is already taken;
+    pairs scoring above 0 (its default threshold) are kept."""
+    sources = np.concatenate([np.arange(len(fwd_best)), bwd_best])
+    targets = np.concatenate([fwd_best, np.arange(len(bwd_best))])
+    scores = np.concatenate([fwd_scores, bwd_scores])
+    used_source, used_target = np.zeros(len(fwd_best), bool), np.zeros(len(bwd_best), bool)
+    pairs = []
+    for c in np.argsort(-scores, kind="stable"):
+        if not scores[c] > 0:
+            break
+        if not (used_source[sources[c]] or used_target[targets[c]]):
+            used_source[sources[c]] = used_target[targets[c]] = True
+            pairs.append((int(sources[c]), int(targets[c]), float(scores[c])))
+    return pairs
+
+
+def bucc_mine(src_emb, tgt_emb, src_ids: Sequence[Hashable], tgt_ids: Sequence[Hashable], k: int = 4,
+              batch_size: int = DEFAULT_BATCH, device=None, src_texts: Sequence[str] | None = None,
+              tgt_texts: Sequence[str] | None = None) -> list[tuple]:
+    """Candidate pairs [(src_id, tgt_id, margin score)] as XTREME's mine_bitext (mode 'mine', cosine,
+    ratio margin over k = 4 neighbours, retrieval 'max'). Give the sentence texts to reproduce its
+    handling of repeated sentences (see `_unify`); without them every row is a distinct sentence."""
+    src, src_keys = _unify(src_emb, src_ids, src_texts)
+    tgt, tgt_keys = _unify(tgt_emb, tgt_ids, tgt_texts)
+    (x2y_sim, x2y_idx), (y2x_sim, y2x_idx) = mutual_knn(src, tgt, k, batch_size=batch_size, device=device)
+    x_means, y_means = x2y_sim.mean(dim=1), y2x_sim.mean(dim=1)
+    fwd = _best_candidates(x2y_sim, x2y_idx, x_means, y_means)
+    bwd = _best_candidates(y2x_sim, y2x_idx, y_means, x_means)
+    pairs = _max_retrieval(*fwd, *bwd)
+    return [(src_keys[i], tgt_keys[j], score) for i, j, score in pairs
+            if src_keys[i] is not None and tgt_keys[j] is not None]
+
+
+def bucc_threshold(candidates: Sequence[tuple], gold_pairs) -> float:
+    """The score threshold with the best F1 on labelled pairs (utils_retrieve.bucc_optimize): walk the
+    candidates by falling score and, at each strict F1 improvement, take the midpoint between that
+    candidate's score and the next one's. If the best cut keeps every candidate, the threshold is the
+    lowest score (XTREME's script would index past the end there). 0 when no candidate is gold."""
+    gold = set(gold_pairs)
+    ranked = sorted(candidates, key=lambda candidate: -candidate[2])
+    best_f1, threshold, correct = 0.0, 0.0, 0
+    for extracted, (src_id, tgt_id, score) in enumerate(ranked, start=1):
+        correct += (src_id, tgt_id) in gold
+        f1 = _f1(correct / extracted, correct / len(gold)) if correct else 0.0
+        if f1 > best_f1:
+            best_f1 = f1
+            threshold = (score + ranked[extracted][2]) / 2 if extracted < len(ranked) else score
+    return threshold
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall)
+
+
+def bucc_scores(candidates: Sequence[tuple], gold_pairs, threshold: float) -> dict:
+    """{"precision", "recall", "f1"} x100 of the candidate pairs scoring >= threshold against the gold
+    pairs (utils_retrieve.bucc_eval, evaluate.bucc_f1); all 0 when none is right."""
+    gold = set(gold_pairs)
+    predicted = {(src_id, tgt_id) for src_id, tgt_id, score in candidates if score >= threshold}
+    correct = len(predicted & gold)
+    if correct == 0:
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    precision, recall = correct / len(predicted), correct / len(gold)
+    return {"precision": 100 * precision, "recall": 100 * recall, "f1": 100 * _f1(precision, recall)}
