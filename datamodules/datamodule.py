@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.sources import collect_labels, load_split
+from datamodules.sources import MissingData, collect_labels, load_split
 from datamodules.tasks import TaskError, TaskSpec
 from lightning_modules.formats.base import EvalSet, FeatureSettings
 
@@ -23,8 +23,13 @@ SELECTION_SPLIT = "val"  # the name under which training-time (English) validati
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
+    """What decides the tokenizer's output; not its truncation/padding state, which each call changes."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    content = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        content = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        state = json.loads(backend.to_str())
+        content = json.dumps({k: v for k, v in state.items() if k not in ("truncation", "padding")}, sort_keys=True)
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{content}".encode()).hexdigest()
 
 
@@ -40,8 +45,10 @@ class TaskDataModule(L.LightningDataModule):
         self.train_task = train_task or task
         self.data_dir = Path(data_dir) if data_dir else None
         self.eval_languages = eval_languages or list(task.languages)
+        self.strict_languages = bool(eval_languages)  # languages asked for by name must all have data
         for lang in self.eval_languages:
             task.check_language(lang)
+        self.missing: list[str] = []  # "<split>/<lang>" with no data, when evaluating all of a task's languages
         self.eval_splits = [s for s in eval_splits if task.has_split(s)]
         self.settings, self.streaming = settings, streaming
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -113,10 +120,21 @@ class TaskDataModule(L.LightningDataModule):
         if stage in ("fit", "validate") and self.train_features is None:
             self._setup_fit()
         if stage == "test" and not self.eval_sets:
-            self.eval_sets = [self.eval_set(self.task, split, lang, f"{split}/{lang}")
-                              for split in self.eval_splits for lang in self.eval_languages]
+            for split in self.eval_splits:
+                for lang in self.eval_languages:
+                    self._add_eval_set(split, lang)
+            if self.missing:
+                log.warning("no data for %s: not evaluated", ", ".join(self.missing))
             if not self.eval_sets:
                 raise TaskError(f"task {self.task.name!r} has no evaluation split among {', '.join(self.eval_splits)}")
+
+    def _add_eval_set(self, split: str, lang: str) -> None:
+        try:
+            self.eval_sets.append(self.eval_set(self.task, split, lang, f"{split}/{lang}"))
+        except MissingData:
+            if self.strict_languages:
+                raise
+            self.missing.append(f"{split}/{lang}")
 
     def _setup_fit(self) -> None:
         if not self.fmt.trains():

@@ -13,6 +13,10 @@ from datamodules.tasks import FORMAT_FIELDS, OPTIONAL_FIELDS, SourceSpec, TaskEr
 LOCAL_EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
+class MissingData(TaskError):
+    """A split or language that the data source does not have."""
+
+
 @dataclass(frozen=True)
 class Slice:
     """One dataset split that feeds a task split, with a human-readable description for error messages."""
@@ -41,7 +45,7 @@ def _local_file(data_dir: Path, dataset: str, config: str | None, split_name: st
         candidate = folder / f"{split_name}{ext}"
         if candidate.exists():
             return candidate
-    raise TaskError(f"no local file for {dataset} config {config} split {split_name}: expected "
+    raise MissingData(f"no local file for {dataset} config {config} split {split_name}: expected "
                     f"{folder}/{split_name}{{{','.join(LOCAL_EXTENSIONS)}}}")
 
 
@@ -76,8 +80,20 @@ def _load_slice(piece: Slice, streaming: bool):
         if builder is None:
             raise TaskError(f"data file {piece.path}: unsupported extension; valid: {', '.join(LOCAL_EXTENSIONS)}")
         return datasets.load_dataset(builder, data_files=str(piece.path), split="train", streaming=streaming)
-    return datasets.load_dataset(piece.source.dataset, piece.config, split=piece.split_name,
-                                 revision=piece.source.revision, streaming=streaming)
+    try:
+        return datasets.load_dataset(piece.source.dataset, piece.config, split=piece.split_name,
+                                     revision=piece.source.revision, streaming=streaming)
+    except ValueError as error:
+        if "Unknown split" in str(error) or "Unknown config" in str(error) or "not found" in str(error):
+            raise MissingData(f"{piece.describe()}: {error}") from error
+        raise
+
+
+def _is_blank(path: Path) -> bool:
+    if not path.exists() or path.suffix == ".parquet":
+        return False
+    with path.open("rb") as handle:
+        return not handle.read(4096).strip() and path.stat().st_size <= 4096
 
 
 def _matches(row_filter: dict, value) -> bool:
@@ -177,6 +193,8 @@ def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = No
     label_ids = {name: i for i, name in enumerate(names)} if isinstance(names, list) else None
     parts = []
     for piece in slices(task, split, lang, data_dir):
+        if piece.path is not None and _is_blank(piece.path):
+            raise TaskError(f"{piece.describe()}: no rows for task {task.name!r} language {lang!r} (empty file)")
         raw = _load_slice(piece, streaming)
         raw = _apply_filter(raw, _fill(piece.source.filter, task, lang), piece)
         needed = [c for spec in task.columns.values() for c in _top_columns(spec)]

@@ -45,6 +45,7 @@ class TaskModule(L.LightningModule):
         self.fmt, self.labels, self.pad_id, self.optimizer_settings = fmt, labels, pad_id, optimizer
         self._outputs: dict[int, list] = defaultdict(list)
         self.scores: dict[str, float] = {}
+        self.train()  # from_pretrained returns modules in eval mode, and Lightning keeps the mode it finds
 
     def training_step(self, batch, batch_idx):
         loss = self.fmt.step(self.encoder, self.head, batch, self.pad_id).loss

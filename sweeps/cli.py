@@ -73,6 +73,27 @@ def parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate)
     _add_tracking_options(evaluate)
 
+    sweep = commands.add_parser("sweep", help="run or resume the Optuna sweep of an experiment file")
+    sweep.add_argument("experiment_file")
+    sweep.add_argument("--storage", help="Optuna storage URL (default: sqlite in mlruns/; postgresql://… to share)")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sweep.add_argument("--worker-index", type=int, default=0, help="distinct per worker across machines")
+    sweep.add_argument("--tracking-uri")
+
+    promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
+    promote.add_argument("task", nargs="?")
+    promote.add_argument("--list", action="store_true", help="show each target's champion")
+    promote.add_argument("--tracking-uri")
+
+    report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
+    report.add_argument("experiment", help="experiment name, or its YAML file")
+    report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
+    report.add_argument("--tracking-uri")
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri")
+
     models = commands.add_parser("models", help="prepare built-in encoders in the local cache")
     models.add_argument("action", choices=["build-tiny", "import-e5-small", "where"])
     return root
@@ -144,14 +165,78 @@ def cmd_models(args) -> None:
     print(resolve({"build-tiny": "tiny-xlmr", "import-e5-small": "multilingual-e5-small"}[args.action]))
 
 
-COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "models": cmd_models}
+def cmd_sweep(args) -> None:
+    from sweeps.sweep import launch_workers, run_sweep
+
+    if args.workers > 1:
+        code = launch_workers(args.experiment_file, args.workers, args.storage, args.tracking_uri)
+        if code:
+            raise RuntimeError(f"a sweep worker exited with status {code}")
+        return
+    parent = run_sweep(args.experiment_file, args.storage, args.tracking_uri, args.worker_index)
+    print(f"sweep finished: MLflow parent run {parent}")
+
+
+def cmd_promote(args) -> None:
+    from sweeps.registry import champions, promote
+    from sweeps.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    if args.list:
+        for row in champions(uri):
+            print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        return
+    if not args.task:
+        raise ValueError("promote needs a target task, or --list")
+    result = promote(args.task, uri)
+    verb = "promoted" if result.moved else "kept"
+    print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
+          f"English validation {result.score:.2f})")
+
+
+def cmd_report(args) -> None:
+    from pathlib import Path
+
+    from sweeps.report import build
+    from sweeps.tracking import default_store, tracking_uri
+
+    name = args.experiment
+    if name.endswith((".yaml", ".yml")):
+        from sweeps.experiment import load_experiment
+
+        name = load_experiment(name).name
+    out = Path(args.out) if args.out else default_store() / "reports" / name
+    paths = build(name, tracking_uri(args.tracking_uri), out)
+    print(paths["markdown"].read_text())
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def cmd_ui(args) -> None:
+    from sweeps.tracking import tracking_uri
+    from sweeps.ui import start_server, wait_until_up
+
+    address = f"http://127.0.0.1:{args.port}"
+    server = start_server(tracking_uri(args.tracking_uri), args.port)
+    wait_until_up(address, server)
+    print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+
+
+COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
+            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models}
 # errors a user can fix: printed as one line, not a traceback
-USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError")
+USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError",
+               "ExperimentError")
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         COMMANDS[args.command](args)
     except Exception as error:

@@ -59,6 +59,7 @@ class RunConfig:
     experiment: str = "xstilts"
     run_name: str | None = None
     tags: dict = field(default_factory=dict)
+    parent_run_id: str | None = None
 
     def params(self) -> dict:
         flat = {"task": self.task, "encoder": self.encoder}
@@ -72,6 +73,7 @@ class RunResult:
     run_id: str
     scores: dict[str, float]
     checkpoint_uri: str | None = None
+    selection_score: float | None = None  # the English validation score the checkpoint was selected on
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,21 @@ def prepare(config: RunConfig) -> Prepared:
         raise FileNotFoundError(f"--data-dir {data_path} is not a folder")
     resolve(config.encoder)
     train_task = registry[task.train_task] if task.train_task else task
+    if data_path is not None:
+        _check_local_files(task, train_task, config.data, data_path)
     return Prepared(task, train_task, registry)
+
+
+def _check_local_files(task: TaskSpec, train_task: TaskSpec, data: DataConfig, data_path: Path) -> None:
+    """Fail before the run starts when a local file that is certainly needed is absent."""
+    from datamodules.sources import slices
+
+    if train_task.has_split("train") and task.format != "retrieval":
+        slices(train_task, "train", train_task.train_language, data_path)
+    for lang in data.languages:
+        for split in data.eval_splits:
+            if task.has_split(split):
+                slices(task, split, lang, data_path)
 
 
 def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=None):
@@ -145,8 +161,10 @@ def _checkpoint_meta(config: RunConfig, prepared: Prepared, labels, run_id: str)
             "max_length": config.data.max_length, "doc_stride": config.data.doc_stride, "run_id": run_id}
 
 
-def fit(config: RunConfig) -> RunResult:
-    """Train on the task's English data, select on English validation, evaluate every language."""
+def fit(config: RunConfig, callbacks=()) -> RunResult:
+    """Train on the task's English data, select on English validation, evaluate every language.
+
+    `callbacks` are extra Lightning callbacks (a sweep's pruning callback)."""
     import lightning as L
     import torch
 
@@ -161,8 +179,8 @@ def fit(config: RunConfig) -> RunResult:
     uri = tracking_uri(config.tracking_uri)
     tags = {"xstilts.command": "fit", "xstilts.task": prepared.task.name, "xstilts.encoder": config.encoder,
             "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed, **config.tags}
-    with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags) as run, \
-            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+    with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
+                     config.parent_run_id) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         encoder, tokenizer = load_encoder(config.encoder)
@@ -176,21 +194,30 @@ def fit(config: RunConfig) -> RunResult:
                                               warmup_ratio=config.train.warmup_ratio))
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
                         "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad)})
-        callbacks, best = _selection_callbacks(datamodule, Path(tmp), config.train.patience)
-        trainer = _trainer(config, run.lightning_logger(), callbacks, datamodule.selection_set is not None)
+        selection, best = _selection_callbacks(datamodule, Path(tmp), config.train.patience)
+        trainer = _trainer(config, run.lightning_logger(), [*selection, *callbacks],
+                           datamodule.selection_set is not None)
         trainer.fit(module, datamodule=datamodule)
+        selection_score = None
         if best is not None and best.best_model_path:
             module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
-            run.log_metrics({"selection/best_score": float(best.best_model_score)})
+            selection_score = float(best.best_model_score)
         trainer.test(module, datamodule=datamodule, verbose=False)
         checkpoint = save_checkpoint(Path(tmp) / "checkpoint", encoder, tokenizer, head,
                                      _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
         run.log_artifacts(checkpoint, "checkpoint")
         run.log_dict(module.scores, "scores.json")
-        return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint")
+        if selection_score is None:  # no English validation data: the final English score stands in
+            selection_score = module.scores.get(f"validation/{prepared.train_task.train_language}/"
+                                                f"{prepared.train_task.metric}")
+        if selection_score is not None:
+            run.log_metrics({"selection/score": selection_score})
+        return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
 
 
 def _log_data(run, prepared: Prepared, datamodule) -> None:
+    if datamodule.missing:
+        run.set_tags({"xstilts.not_evaluated": ", ".join(datamodule.missing)})
     sources = {"data.train_sources": json.dumps([asdict(s) for s in prepared.train_task.sources]),
                "data.eval_sources": json.dumps([asdict(s) for s in prepared.task.sources]),
                "data.labels": json.dumps(datamodule.labels)}
@@ -221,7 +248,8 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     uri = tracking_uri(config.tracking_uri)
     tags = {"xstilts.command": "evaluate", "xstilts.task": prepared.task.name, "xstilts.checkpoint": checkpoint,
             "xstilts.checkpoint_run_id": meta.get("run_id", ""), **config.tags}
-    with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags) as run:
+    with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags,
+                     config.parent_run_id) as run:
         run.log_params({**config.params(), "checkpoint": checkpoint})
         encoder, tokenizer = load_encoder(str(folder / "encoder"))
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=meta["labels"])

@@ -111,7 +111,7 @@ class Run:
 
 @contextmanager
 def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None):
-    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C) if the block raises."""
+    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C or pruning) if the block raises."""
     import mlflow
     from mlflow.entities import RunStatus
 
@@ -124,8 +124,10 @@ def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = No
     try:
         yield Run(client, uri, created.info.run_id)
         status = RunStatus.FINISHED
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
+    except BaseException as error:
+        # Ctrl-C, and a trial an Optuna pruner stopped, are KILLED; anything else FAILED
+        if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "TrialPruned":
+            status = RunStatus.KILLED
         raise
     finally:
         mlflow.flush_async_logging()

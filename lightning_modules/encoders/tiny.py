@@ -3,6 +3,8 @@ fixture texts, so tests and a quick demo run anywhere. Its weights are random (s
 know anything."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 NAME = "tiny-xlmr"
@@ -11,7 +13,7 @@ SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # XLM-R's ids 0-3
 VOCAB_SIZE = 3000
 
 
-def fixture_texts(root: Path = FIXTURES):
+def fixture_texts(root: Path | None = None):
     """Every string (and list of strings) in the fixture files: the tokenizer's training corpus."""
     def strings(value):
         if isinstance(value, str):
@@ -26,7 +28,7 @@ def fixture_texts(root: Path = FIXTURES):
             for item in value.values():
                 yield from strings(item)
 
-    for path in sorted(root.rglob("*.jsonl")):
+    for path in sorted((root or FIXTURES).rglob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             yield from strings(json.loads(line))
 
@@ -44,21 +46,31 @@ def train_vocab(texts) -> list[tuple[str, float]]:
 
 
 def build_tiny(folder: Path) -> Path:
-    """Write the tiny model and tokenizer to `folder` (once) and return it."""
+    """Write the tiny model and tokenizer to `folder` (once per version of the fixtures) and return it."""
+    import hashlib
+
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
 
+    texts = list(fixture_texts())
+    if not texts:
+        raise FileNotFoundError(f"no fixture texts under {FIXTURES} to train the tiny model's tokenizer on")
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+    folder = folder.with_name(f"{folder.name}-{digest}")
     if (folder / "config.json").exists():
         return folder
-    tokenizer = XLMRobertaTokenizer(vocab=train_vocab(fixture_texts()))
+    tokenizer = XLMRobertaTokenizer(vocab=train_vocab(texts))
     config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
                               num_attention_heads=2, intermediate_size=128, max_position_embeddings=514,
                               type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     model = XLMRobertaModel(config, add_pooling_layer=False)
-    staging = folder.with_name(folder.name + ".partial")
+    staging = folder.with_name(folder.name + f".partial-{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    staging.rename(folder)
+    try:
+        staging.rename(folder)
+    except OSError:  # another process built the same model first
+        shutil.rmtree(staging)
     return folder

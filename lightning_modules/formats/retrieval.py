@@ -36,8 +36,9 @@ class Retrieval(Format):
 
     def score(self, outputs, eval_set, labels):
         source, target = (torch.cat([o[side] for o in outputs]) for side in self.sides)
-        if eval_set.task.metric == "accuracy":
-            return metrics.tatoeba_accuracy(source, target)
+        if eval_set.task.metric == "accuracy":  # XTREME's direction (English queries), and the reverse
+            reverse = metrics.tatoeba_accuracy(source, target, direction="xx->en")["accuracy"]
+            return {**metrics.tatoeba_accuracy(source, target), "accuracy_xx_to_en": reverse}
         ids = list(range(len(source)))
         gold = set(zip(ids, ids))
         candidates = metrics.bucc_mine(source, target, ids, ids)

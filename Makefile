@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine (Python 3.11, no GPU, no hub access):
+#   make demo   set up, then run the small end-to-end job offline
+#   make test   set up, then run the tests
+# Set-up: a virtual environment in .venv with the CPU build of torch 2.13.0 installed first (an open torch
+# requirement would pull a multi-GB CUDA build), then xstilts with its test and e5 extras.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup demo test test-fast clean-models
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,e5]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(OFFLINE) $(BIN)/python -m sweeps.demo
+
+test: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow"
+
+clean-models:
+	rm -rf "$${XSTILTS_CACHE:-$$HOME/.cache/xstilts}"

@@ -1,0 +1,84 @@
+"""Phases in order, the encoder (never the head) carried from each phase to the next.
+
+A phase is identified by its configuration: task, where it started (the encoder, or the key of the phase before
+it), training and data settings. A finished phase with the same key is found in MLflow and reused, so an
+intermediate checkpoint is trained once for every target that starts from it, and a re-run trains nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sweeps.run import DataConfig, RunConfig, RunResult, TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a phase starts: a named encoder, or the checkpoint of an earlier phase's run."""
+
+    encoder: str
+    key: str  # the encoder's name, or the phase key of the run it came from
+    run_id: str | None = None
+    label: str = "none"  # the phases behind it, e.g. "squad_v1>mnli"; "none" for the bare encoder
+
+
+def phase_key(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig) -> str:
+    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": asdict(train),
+                          "data": asdict(data)}, sort_keys=True, default=str)
+    return hashlib.sha256(content.encode()).hexdigest()[:24]
+
+
+def find_finished(client, experiment: str, key: str):
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+                              filter_string=f"tags.`xstilts.phase_key` = '{key}' and attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
+
+
+def _result_of(run) -> RunResult:
+    metrics = run.data.metrics
+    return RunResult(run.info.run_id, dict(metrics), f"runs:/{run.info.run_id}/checkpoint",
+                     metrics.get("selection/score"))
+
+
+def run_phase(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig, uri: str, experiment: str,
+              parent_run_id: str | None = None, tags: dict | None = None, callbacks=()) -> tuple[RunResult, bool]:
+    """(result, reused): the phase's run, trained now or found finished with the same configuration."""
+    import mlflow
+
+    key = phase_key(kind, task, start, train, data)
+    existing = find_finished(mlflow.MlflowClient(uri), experiment, key)
+    if existing is not None:
+        return _result_of(existing), True
+    phase_tags = {"xstilts.phase": kind, "xstilts.phase_key": key, "xstilts.started_from": start.label,
+                  "xstilts.started_from_run_id": start.run_id or "", "xstilts.start_encoder": start.key,
+                  **(tags or {})}
+    config = RunConfig(task=task, encoder=start.encoder, data=data, train=train, tracking_uri=uri,
+                       experiment=experiment, run_name=f"{kind}-{task}", tags=phase_tags, parent_run_id=parent_run_id)
+    return fit(config, callbacks), False
+
+
+def checkpoint_folder(run_id: str, uri: str) -> Path:
+    """A local copy of a run's checkpoint (downloaded once)."""
+    import mlflow
+
+    from lightning_modules.encoders import cache_dir
+
+    folder = cache_dir() / "checkpoints" / run_id
+    if not (folder / "checkpoint" / "xstilts.json").exists():
+        mlflow.set_tracking_uri(uri)
+        folder.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(f"runs:/{run_id}/checkpoint", dst_path=str(folder))
+    return folder / "checkpoint"
+
+
+def start_after(result: RunResult, kind: str, task: str, previous: Start, train: TrainConfig, data: DataConfig,
+                uri: str) -> Start:
+    label = task if previous.label == "none" else f"{previous.label}>{task}"
+    return Start(encoder=str(checkpoint_folder(result.run_id, uri)), run_id=result.run_id,
+                 key=phase_key(kind, task, previous, train, data), label=label)

@@ -1,0 +1,91 @@
+"""Promotion: the best run for a target task, chosen by its English validation score (the zero-shot protocol: never
+by other languages), registered as a version of `xstilts-<task>` with the alias `champion`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALIAS = "champion"
+SCORE = "selection/score"  # the English validation score each fit run was selected on
+
+
+def model_name(task: str) -> str:
+    return f"xstilts-{task}"
+
+
+@dataclass
+class Promotion:
+    task: str
+    version: str
+    run_id: str
+    score: float
+    moved: bool
+
+
+def candidate_runs(client, task: str) -> list:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    query = (f"tags.`xstilts.task` = '{task}' and tags.`xstilts.command` = 'fit' "
+             f"and attributes.status = 'FINISHED'")
+    return [r for r in client.search_runs(experiments, query, max_results=50000) if SCORE in r.data.metrics]
+
+
+def champion(client, task: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name(task), ALIAS)
+    except MlflowException:
+        return None
+
+
+def promote(task: str, uri: str) -> Promotion:
+    """Register the best run's checkpoint and point `champion` at it, unless the champion is as good already."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    runs = candidate_runs(client, task)
+    if not runs:
+        raise ValueError(f"no finished fit run of task {task!r} with an English validation score to promote")
+    best = max(runs, key=lambda r: r.data.metrics[SCORE])
+    score, name = best.data.metrics[SCORE], model_name(task)
+    current = champion(client, task)
+    if current is not None and float(current.tags.get("score", "-inf")) >= score:
+        return Promotion(task, current.version, current.run_id, float(current.tags["score"]), moved=False)
+    try:
+        client.create_registered_model(name, description=f"xstilts checkpoints for {task}, best by {SCORE}")
+    except MlflowException:
+        pass  # it exists
+    tags = {"score": str(score), "metric": SCORE, "task": task,
+            "intermediate": best.data.tags.get("xstilts.started_from", "none"),
+            "sweep": best.data.tags.get("xstilts.sweep", "")}
+    version = client.create_model_version(name, source=f"{best.info.artifact_uri}/checkpoint", run_id=best.info.run_id,
+                                          tags=tags)
+    client.set_registered_model_alias(name, ALIAS, version.version)
+    return Promotion(task, version.version, best.info.run_id, score, moved=True)
+
+
+def champions(uri: str) -> list[dict]:
+    """Each target's champion with its scores."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    rows = []
+    for model in client.search_registered_models(filter_string="name LIKE 'xstilts-%'"):
+        task = model.name.removeprefix("xstilts-")
+        version = champion(client, task)
+        if version is None:
+            continue
+        metrics = client.get_run(version.run_id).data.metrics
+        means = {k: v for k, v in metrics.items() if "/mean/" in k or "/zero_shot_mean/" in k}
+        rows.append({"task": task, "version": version.version, "run_id": version.run_id,
+                     "intermediate": version.tags.get("intermediate", ""), SCORE: float(version.tags["score"]),
+                     **means})
+    return rows
+
+
+def download_registered_encoder(uri_string: str) -> str:
+    """The local encoder folder of a `models:/xstilts-<task>@champion` checkpoint."""
+    from sweeps.run import local_checkpoint
+
+    return str(local_checkpoint(uri_string, None) / "encoder")

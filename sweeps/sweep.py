@@ -1,0 +1,257 @@
+"""`xstilts sweep EXPERIMENT.yaml`: an Optuna study per phase and task, trials tracked in MLflow.
+
+Order: the optional MLM phase, then each intermediate sequence (and the no-intermediate baseline), then every target
+from the best checkpoint of each. Studies live in an RDB storage (sqlite under mlruns/ by default, PostgreSQL to share
+them across machines), with heartbeats: a killed worker's trial is marked failed and retried, and a re-run resumes
+each study where it stopped. Phases are cached by configuration (sweeps/pipeline.py), so nothing is trained twice.
+
+MLflow tree: one parent run per sweep -> one run per trial -> the phase run it trained (or reused).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import optuna
+
+from datamodules.tasks import load_registry
+from sweeps.experiment import Experiment, load_experiment
+from sweeps.pipeline import Start, run_phase, start_after
+from sweeps.run import TrainConfig
+from sweeps.tracking import default_store, git_commit, tracking_uri
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 5
+GRACE_SECONDS = 15
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def storage_url(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    default_store().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{default_store() / 'optuna.db'}"
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+
+
+def suggest(trial: optuna.Trial, space: dict, base: TrainConfig) -> TrainConfig:
+    """TrainConfig with each searched option drawn by the trial: a list is a choice, {low, high[, log]} a range."""
+    values = {}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            values[name] = trial.suggest_categorical(name, spec)
+        elif isinstance(spec, dict):
+            low, high, log_scale = spec["low"], spec["high"], bool(spec.get("log", False))
+            if isinstance(low, int) and isinstance(high, int):
+                values[name] = trial.suggest_int(name, low, high, log=log_scale)
+            else:
+                values[name] = trial.suggest_float(name, float(low), float(high), log=log_scale)
+        else:
+            values[name] = spec
+    return replace(base, **values)
+
+
+class PruneOnValidation(L.Callback):
+    """Reports the English validation metric to Optuna at every validation (step = training step) and stops
+    the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer, module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        self.trial.report(float(value), step=trainer.global_step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at step {trainer.global_step}")
+
+
+@dataclass
+class Sweep:
+    experiment: Experiment
+    uri: str
+    storage: optuna.storages.RDBStorage
+    parent_run_id: str
+    deadline: float | None
+    worker: int = 0  # workers sample with different seeds, so parallel trials differ
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(self.deadline - time.time(), 1.0)
+
+
+def find_or_create_parent(client, experiment: Experiment, mlflow_experiment_id: str) -> str:
+    """The sweep's parent run: the oldest run tagged with this sweep's name, created if there is none."""
+    query = f"tags.`xstilts.sweep` = '{experiment.name}' and tags.`xstilts.kind` = 'sweep'"
+    found = client.search_runs([mlflow_experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(mlflow_experiment_id, run_name=f"sweep-{experiment.name}",
+                            tags={"xstilts.sweep": experiment.name, "xstilts.kind": "sweep",
+                                  "mlflow.source.git.commit": git_commit(), "xstilts.experiment_file":
+                                  experiment.path})
+    client.log_artifact(run.info.run_id, experiment.path)
+    oldest = client.search_runs([mlflow_experiment_id], query, order_by=["attributes.start_time ASC"],
+                                max_results=1)[0]
+    if oldest.info.run_id != run.info.run_id:  # another worker created one at the same time: use theirs
+        client.delete_run(run.info.run_id)
+    return oldest.info.run_id
+
+
+def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
+    """Optimize one phase's study to its trial budget; returns where the next phase starts (its best trial)."""
+    registry = load_registry(sweep.experiment.data.tasks_files)
+    spec = registry[task]
+    train_spec = registry[spec.train_task] if spec.train_task else spec
+    direction = "minimize" if train_spec.metric == "perplexity" else "maximize"
+    label = task if start.label == "none" else f"{start.label}>{task}"
+    name = f"{sweep.experiment.name}/{kind}/{label if kind != 'target' else f'{task}/from-{start.label}'}"
+    study = optuna.create_study(study_name=name, storage=sweep.storage, direction=direction, load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=sweep.experiment.seed + 1000 * sweep.worker),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    base = TrainConfig(seed=sweep.experiment.seed)
+    space = sweep.experiment.search.get(kind, {})
+    monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
+
+    def objective(trial: optuna.Trial) -> float:
+        train = suggest(trial, space, base)
+        trial_tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.kind": "trial", "xstilts.study": name,
+                      "xstilts.trial": trial.number, "xstilts.phase": kind, "xstilts.task": task,
+                      "xstilts.intermediate": start.label if kind == "target" else label,
+                      "xstilts.encoder": sweep.experiment.encoder, "xstilts.seed": train.seed}
+        client = mlflow.MlflowClient(sweep.uri)
+        from sweeps.tracking import tracked_run
+
+        with tracked_run(sweep.uri, sweep.experiment.name, f"trial-{name}-{trial.number}", trial_tags,
+                         sweep.parent_run_id) as trial_run:
+            trial.set_user_attr("mlflow_trial_run_id", trial_run.run_id)
+            trial_run.log_params({k: v for k, v in trial.params.items()})
+            result, reused = run_phase(kind, task, start, train, sweep.experiment.data, sweep.uri,
+                                       sweep.experiment.name, trial_run.run_id, trial_tags,
+                                       [PruneOnValidation(trial, monitor)])
+            trial.set_user_attr("phase_run_id", result.run_id)
+            trial_run.set_tags({"xstilts.phase_run_id": result.run_id, "xstilts.reused_phase": reused})
+            client.log_metric(trial_run.run_id, "objective", result.selection_score)
+            return result.selection_score
+
+    mark_abandoned_runs(study, sweep.uri)
+    study.optimize(objective, timeout=sweep.remaining(), catch=(),
+                   callbacks=[optuna.study.MaxTrialsCallback(sweep.experiment.trials, states=FINISHED_STATES)])
+    wait_for_other_workers(study)
+    retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    if retries:  # trials of a killed worker, queued again by the storage's RetryFailedTrialCallback
+        study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
+        wait_for_other_workers(study)
+    mark_abandoned_runs(study, sweep.uri)
+    log_study_plots(study, sweep)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        log.warning("study %s has no completed trial", name)
+        return None
+    best = study.best_trial
+    from sweeps.run import RunResult
+
+    result = RunResult(best.user_attrs["phase_run_id"], {})
+    return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
+                       sweep.experiment.data, sweep.uri)
+
+
+def wait_for_other_workers(study: optuna.Study) -> None:
+    """Wait until no trial of the study is running (a killed worker's trial turns failed after its grace period)."""
+    while any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(HEARTBEAT_SECONDS)
+
+
+def mark_abandoned_runs(study: optuna.Study, uri: str) -> None:
+    """MLflow runs of trials a killed worker left behind still say RUNNING: mark them (and their phase runs) failed."""
+    client = mlflow.MlflowClient(uri)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_trial_run_id")
+        if not run_id:
+            continue
+        run = client.get_run(run_id)
+        children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+        for abandoned in [run, *children]:
+            if abandoned.info.status == "RUNNING":
+                client.set_terminated(abandoned.info.run_id, "FAILED")
+                client.set_tag(abandoned.info.run_id, "xstilts.abandoned", "worker died")
+
+
+def log_study_plots(study: optuna.Study, sweep: Sweep) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    client = mlflow.MlflowClient(sweep.uri)
+    folder = f"studies/{study.study_name.replace('/', '__')}"
+    for name, draw in (("optimization_history", plots.plot_optimization_history),
+                       ("param_importances", plots.plot_param_importances)):
+        try:
+            axes = draw(study)
+        except (ValueError, RuntimeError) as error:  # importances need two finished trials and a varied parameter
+            log.info("no %s plot for %s: %s", name, study.study_name, error)
+            continue
+        client.log_figure(sweep.parent_run_id, axes.figure, f"{folder}/{name}.png")
+        plt.close(axes.figure)
+
+
+def run_sweep(path: str, storage: str | None = None, uri: str | None = None, worker: int = 0) -> str:
+    """One worker's pass over the whole experiment; returns the sweep's parent run id."""
+    from sweeps.tracking import experiment_id
+
+    experiment = load_experiment(path)
+    uri = tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))
+    deadline = time.time() + 60 * experiment.timeout_minutes if experiment.timeout_minutes else None
+    sweep = Sweep(experiment, uri, rdb_storage(storage_url(storage)), parent, deadline, worker)
+    try:
+        base = Start(encoder=experiment.encoder, key=experiment.encoder)
+        if experiment.mlm:
+            base = run_study(sweep, "mlm", experiment.mlm, base) or base
+        starts = [s for s in (_intermediate_start(sweep, seq, base) for seq in experiment.intermediates) if s]
+        for target in experiment.targets:
+            for start in starts:
+                run_study(sweep, "target", target, start)
+    except BaseException:
+        client.set_terminated(parent, "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
+def _intermediate_start(sweep: Sweep, sequence: tuple[str, ...], base: Start) -> Start | None:
+    start = base
+    for task in sequence:
+        start = run_study(sweep, "intermediate", task, start)
+        if start is None:
+            return None
+    return start
+
+
+def launch_workers(path: str, workers: int, storage: str | None, uri: str | None) -> int:
+    """Run `workers` sweep processes on the same studies; returns the worst exit code."""
+    command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(path)), "--workers", "1"]
+    command += ["--storage", storage_url(storage), "--tracking-uri", tracking_uri(uri)]
+    processes = []
+    for index in range(workers):
+        processes.append(subprocess.Popen(command + ["--worker-index", str(index)]))
+        time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
+    return max(p.wait() for p in processes)

@@ -1,0 +1,73 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+from datamodules.tasks import TaskError, load_registry, parse_task
+
+PAPER_INTERMEDIATE = {"anli_plus", "mnli", "qqp", "squad_v1", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa",
+                      "ccg"}
+XTREME_LANGUAGE_COUNTS = {"xnli": 15, "pawsx": 7, "udpos": 33, "panx": 40, "xquad": 11, "mlqa": 7, "tydiqa": 9,
+                          "bucc2018": 4, "tatoeba": 36}
+
+
+def test_registry_has_the_papers_eighteen_tasks(registry):
+    assert {n for n, t in registry.items() if t.kind == "intermediate"} == PAPER_INTERMEDIATE
+    assert {n: len(t.languages) for n, t in registry.items() if t.kind == "target"} == XTREME_LANGUAGE_COUNTS
+
+
+def test_tatoeba_is_panx_without_en_ms_my_yo(registry):
+    assert set(registry["tatoeba"].languages) == set(registry["panx"].languages) - {"en", "ms", "my", "yo"}
+
+
+def test_xnli_trains_on_mnli_and_xquad_mlqa_on_squad(registry):
+    assert registry["xnli"].train_task == "mnli"
+    assert registry["xquad"].train_task == registry["mlqa"].train_task == "squad_v1"
+
+
+def test_cli_lists_tasks_with_language_counts():
+    out = subprocess.run([sys.executable, "-m", "sweeps.cli", "tasks"], capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: re.search(r"\s(\d+)\s+([a-z ]+)$", line).groups()
+            for line in out.stdout.splitlines()[1:]}
+    assert len(rows) == 18
+    for task, count in XTREME_LANGUAGE_COUNTS.items():
+        assert rows[task][0] == str(count) and len(rows[task][1].split()) == count
+
+
+def test_help_imports_no_torch():
+    code = ("import sys\nfrom sweeps.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules and 'mlflow' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+BASE = {"kind": "target", "format": "classification", "sources": [{"dataset": "x/y", "splits": {"test": "test"}}],
+        "columns": {"text_a": "a", "label": "l"}, "labels": ["no", "yes"], "languages": ["en", "de"],
+        "metric": "accuracy"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "regression"}, "unknown format 'regression'; valid: classification, multiple_choice"),
+    ({"metric": "f1"}, "metric 'f1' does not fit format classification; valid: accuracy"),
+    ({"kind": "final"}, "unknown kind 'final'; valid: intermediate, target"),
+    ({"colour": "red"}, "unknown option(s) colour; valid:"),
+    ({"columns": {"text_a": "a"}}, "columns must map label"),
+    ({"labels": None}, "format classification needs `labels`"),
+    ({"languages": []}, "`languages` is empty"),
+    ({"sources": [{"dataset": "x/y", "splits": {"dev": "dev"}}]}, "unknown split 'dev'; valid: train, validation, test"),
+])
+def test_bad_declarations_say_what_is_wrong_and_what_is_valid(change, message):
+    with pytest.raises(TaskError, match="task 'mine'") as error:
+        parse_task("mine", {**BASE, **change})
+    assert message in str(error.value)
+
+
+def test_user_tasks_file_adds_a_task(tmp_path):
+    import yaml
+
+    path = tmp_path / "tasks.yaml"
+    path.write_text(yaml.safe_dump({"mine": BASE}))
+    assert load_registry([path])["mine"].labels == ["no", "yes"]
+    path.write_text(yaml.safe_dump({"mine": {**BASE, "train_task": "nope"}}))
+    with pytest.raises(TaskError, match="train_task 'nope' is not a registered task"):
+        load_registry([path])
