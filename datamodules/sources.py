@@ -202,7 +202,8 @@ def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = No
         canonical = raw.map(_Canonicalizer(task, piece, label_ids), batched=True, with_indices=True,
                             remove_columns=_column_names(raw))
         if not streaming and len(canonical) == 0:
-            raise TaskError(f"{piece.describe()}: no rows for task {task.name!r} language {lang!r}")
+            error = MissingData if piece.source.filter else TaskError  # a language absent from a mixed config
+            raise error(f"{piece.describe()}: no rows for task {task.name!r} language {lang!r}")
         parts.append(canonical)
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 

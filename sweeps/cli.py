@@ -50,6 +50,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patience", type=int, help="early stopping patience, in validations")
     group.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on GPU")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--tuning", default="full", choices=["full", "frozen_embeddings", "lora", "ia3"],
+                       help="what trains besides the head (lora/ia3: peft adapters, merged into the checkpoint)")
+    group.add_argument("--lora-rank", type=int, default=8)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,7 +110,7 @@ def _run_config(args):
                       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
                       streaming=args.streaming, num_workers=args.num_workers)
     train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
-                    "weight_decay", "eval_every", "patience", "precision", "seed")
+                    "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank")
     train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
     return RunConfig(task=getattr(args, "task", ""), encoder=getattr(args, "encoder", "tiny-xlmr"), data=data,
                      train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name)

@@ -47,6 +47,8 @@ class TrainConfig:
     patience: int | None = None  # early stopping on the English validation metric
     precision: str = "32-true"
     seed: int = 0
+    tuning: str = "full"  # full, frozen_embeddings, lora, ia3 (lightning_modules/encoders/tuning.py)
+    lora_rank: int = 8
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
 
     from lightning_modules.checkpoint import save_checkpoint
     from lightning_modules.encoders import load_encoder
+    from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import OptimizerSettings, TaskModule
     from sweeps.tracking import tracked_run, tracking_uri
@@ -184,6 +187,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         run.log_params(config.params())
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         encoder, tokenizer = load_encoder(config.encoder)
+        encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
         datamodule.setup("test")
@@ -193,7 +197,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
                             OptimizerSettings(lr=config.train.lr, weight_decay=config.train.weight_decay,
                                               warmup_ratio=config.train.warmup_ratio))
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
-                        "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad)})
+                        "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
+                        "model.adapter_parameters": adapter_parameters(encoder)})
         selection, best = _selection_callbacks(datamodule, Path(tmp), config.train.patience)
         trainer = _trainer(config, run.lightning_logger(), [*selection, *callbacks],
                            datamodule.selection_set is not None)
@@ -203,7 +208,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
             selection_score = float(best.best_model_score)
         trainer.test(module, datamodule=datamodule, verbose=False)
-        checkpoint = save_checkpoint(Path(tmp) / "checkpoint", encoder, tokenizer, head,
+        checkpoint = save_checkpoint(Path(tmp) / "checkpoint", merged(module.encoder), tokenizer, head,
                                      _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
         run.log_artifacts(checkpoint, "checkpoint")
         run.log_dict(module.scores, "scores.json")
