@@ -13,11 +13,12 @@
     train:                                          # per phase kind; a value is fixed, a list is a choice,
       intermediate: {lr: {low: 1e-4, high: 3e-3, log: true}, epochs: [1, 2], batch_size: 16}
       target: {lr: 1e-3, epochs: 2}                 # and {low, high[, log]} a range
+      tasks: {pawsx: {epochs: 5}, xquad: {max_length: 384}}   # per-task overrides (training and input length)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,7 @@ TOP_KEYS = ("name", "encoder", "data", "seed", "budget", "phases", "train", "tas
 PHASE_KEYS = ("mlm", "intermediate", "baseline", "targets")
 BUDGET_KEYS = ("trials", "timeout_minutes")
 SEARCHABLE = {f.name: f.type for f in fields(TrainConfig)}
+DATA_OVERRIDES = ("max_length", "doc_stride", "max_train_examples", "max_eval_examples")
 
 
 class ExperimentError(ValueError):
@@ -48,6 +50,15 @@ class Experiment:
     intermediates: tuple[tuple[str, ...], ...]  # each a sequence of tasks; () is the no-intermediate baseline
     targets: tuple[str, ...]
     search: dict[str, dict] = field(default_factory=dict)  # phase kind -> {TrainConfig field: space}
+
+    def space(self, kind: str, task: str) -> dict:
+        """The search space of `task` in phase `kind`: the phase's, with the task's own overrides on top."""
+        overrides = self.search.get("tasks", {}).get(task, {})
+        return {**self.search.get(kind, {}), **{k: v for k, v in overrides.items() if k not in DATA_OVERRIDES}}
+
+    def data_for(self, task: str) -> DataConfig:
+        overrides = self.search.get("tasks", {}).get(task, {})
+        return replace(self.data, **{k: v for k, v in overrides.items() if k in DATA_OVERRIDES})
 
 
 def _fail(path, message: str):
@@ -96,11 +107,15 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
     phases, budget, train = raw["phases"], raw.get("budget", {}), raw.get("train", {})
     _check_keys(path, "phases", phases, PHASE_KEYS)
     _check_keys(path, "budget", budget, BUDGET_KEYS)
-    _check_keys(path, "train", train, PHASE_KINDS)
+    _check_keys(path, "train", train, PHASE_KINDS + ("tasks",))
     for kind, space in train.items():
+        if kind == "tasks":
+            continue
         _check_keys(path, f"train.{kind}", space, SEARCHABLE)
         for name, value in space.items():
             _check_space(path, kind, name, value)
+    for task, overrides in train.get("tasks", {}).items():
+        _check_keys(path, f"train.tasks.{task}", overrides, list(SEARCHABLE) + list(DATA_OVERRIDES))
     data_raw = raw.get("data", {})
     _check_keys(path, "data", data_raw, [f.name for f in fields(DataConfig)])
     data = DataConfig(**{**data_raw, "tasks_files": tuple(raw.get("tasks_files", ())),

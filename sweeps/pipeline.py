@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sweeps.run import DataConfig, RunConfig, RunResult, TrainConfig, fit
+from sweeps.run import DataConfig, RunConfig, RunResult, TrainConfig, evaluate, fit
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,29 @@ def run_phase(kind: str, task: str, start: Start, train: TrainConfig, data: Data
     existing = find_finished(mlflow.MlflowClient(uri), experiment, key)
     if existing is not None:
         return _result_of(existing), True
-    phase_tags = {"xstilts.phase": kind, "xstilts.phase_key": key, "xstilts.started_from": start.label,
-                  "xstilts.started_from_run_id": start.run_id or "", "xstilts.start_encoder": start.key,
-                  **(tags or {})}
     config = RunConfig(task=task, encoder=start.encoder, data=data, train=train, tracking_uri=uri,
-                       experiment=experiment, run_name=f"{kind}-{task}", tags=phase_tags, parent_run_id=parent_run_id)
+                       experiment=experiment, run_name=f"{kind}-{task}", tags=_phase_tags(kind, key, start, tags),
+                       parent_run_id=parent_run_id)
     return fit(config, callbacks), False
+
+
+def evaluate_phase(task: str, start: Start, data: DataConfig, uri: str, experiment: str,
+                   parent_run_id: str | None = None, tags: dict | None = None) -> tuple[RunResult, bool]:
+    """A target evaluated straight from the start's encoder (BUCC, Tatoeba: nothing to train), also cached."""
+    import mlflow
+
+    key = phase_key("target", task, start, TrainConfig(), data)
+    existing = find_finished(mlflow.MlflowClient(uri), experiment, key)
+    if existing is not None:
+        return _result_of(existing), True
+    config = RunConfig(task=task, data=data, tracking_uri=uri, experiment=experiment, run_name=f"target-{task}",
+                       tags=_phase_tags("target", key, start, tags), parent_run_id=parent_run_id)
+    return evaluate(start.encoder, config), False
+
+
+def _phase_tags(kind: str, key: str, start: Start, extra: dict | None) -> dict:
+    return {"xstilts.phase": kind, "xstilts.phase_key": key, "xstilts.started_from": start.label,
+            "xstilts.started_from_run_id": start.run_id or "", "xstilts.start_encoder": start.key, **(extra or {})}
 
 
 def checkpoint_folder(run_id: str, uri: str) -> Path:

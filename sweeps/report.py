@@ -27,7 +27,7 @@ def best_runs(client, experiment: str) -> dict[tuple[str, str], object]:
     if found is None:
         raise ValueError(f"no MLflow experiment named {experiment!r}")
     runs = client.search_runs([found.experiment_id], "tags.`xstilts.phase` = 'target' and attributes.status = "
-                              "'FINISHED' and tags.`xstilts.command` = 'fit'", max_results=50000)
+                              "'FINISHED'", max_results=50000)
     best = {}
     for run in runs:
         key = (run.data.tags.get("xstilts.started_from", BASELINE), run.data.tags["xstilts.task"])

@@ -232,40 +232,53 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
 
 
 def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
-    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`."""
+    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`.
+
+    Retrieval tasks need no head: for them `checkpoint` may also be any encoder name (evaluated straight from it)."""
     import lightning as L
 
-    from lightning_modules.checkpoint import load_head, read_meta
+    from lightning_modules.checkpoint import is_checkpoint, load_head, read_meta
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
     from sweeps.tracking import tracked_run, tracking_uri
 
-    folder = local_checkpoint(checkpoint, config.tracking_uri)
-    meta = read_meta(folder)
-    config = replace(config, task=config.task or meta["task"], encoder=str(folder / "encoder"),
-                     data=replace(config.data, max_length=meta["max_length"], doc_stride=meta["doc_stride"]))
+    folder = local_checkpoint(checkpoint, config.tracking_uri) if _names_checkpoint(checkpoint) else None
+    meta = read_meta(folder) if folder and is_checkpoint(folder) else None
+    if folder is None:
+        config = replace(config, encoder=checkpoint)
+    if meta is not None:
+        config = replace(config, task=config.task or meta["task"], encoder=str(folder / "encoder"),
+                         data=replace(config.data, max_length=meta["max_length"], doc_stride=meta["doc_stride"]))
     prepared = prepare(config)
-    if prepared.task.format != meta["format"]:
-        raise ValueError(f"checkpoint {checkpoint} has a {meta['format']} head; task {prepared.task.name} "
-                         f"needs {prepared.task.format}")
+    with_head = prepared.task.format != "retrieval"
+    if with_head and (meta is None or meta["format"] != prepared.task.format):
+        found = f"has a {meta['format']} head" if meta else "is not an xstilts checkpoint"
+        raise ValueError(f"{checkpoint} {found}; task {prepared.task.name} needs a trained {prepared.task.format} "
+                         f"head (only retrieval tasks are evaluated straight from an encoder)")
     fmt = get_format(prepared.task.format)
+    labels = meta["labels"] if with_head else None
     uri = tracking_uri(config.tracking_uri)
     tags = {"xstilts.command": "evaluate", "xstilts.task": prepared.task.name, "xstilts.checkpoint": checkpoint,
-            "xstilts.checkpoint_run_id": meta.get("run_id", ""), **config.tags}
+            "xstilts.checkpoint_run_id": (meta or {}).get("run_id", ""), **config.tags}
     with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags,
                      config.parent_run_id) as run:
         run.log_params({**config.params(), "checkpoint": checkpoint})
-        encoder, tokenizer = load_encoder(str(folder / "encoder"))
-        datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=meta["labels"])
+        encoder, tokenizer = load_encoder(config.encoder)
+        datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
-        head = fmt.build_head(encoder, prepared.task, meta["labels"])
-        load_head(folder, head)
-        module = TaskModule(encoder, head, fmt, meta["labels"], tokenizer.pad_token_id)
+        head = fmt.build_head(encoder, prepared.task, labels)
+        if with_head:
+            load_head(folder, head)
+        module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id)
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)
         trainer.test(module, datamodule=datamodule, verbose=False)
         run.log_dict(module.scores, "scores.json")
         return RunResult(run.run_id, dict(module.scores))
+
+
+def _names_checkpoint(checkpoint: str) -> bool:
+    return ":/" in checkpoint or Path(checkpoint, "xstilts.json").exists()
 
 
 def local_checkpoint(checkpoint: str, uri: str | None) -> Path:

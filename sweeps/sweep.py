@@ -23,7 +23,7 @@ import optuna
 
 from datamodules.tasks import load_registry
 from sweeps.experiment import Experiment, load_experiment
-from sweeps.pipeline import Start, run_phase, start_after
+from sweeps.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.run import TrainConfig
 from sweeps.tracking import default_store, git_commit, tracking_uri
 
@@ -112,10 +112,21 @@ def find_or_create_parent(client, experiment: Experiment, mlflow_experiment_id: 
     return oldest.info.run_id
 
 
+def evaluate_only(sweep: Sweep, task: str, start: Start) -> None:
+    """Retrieval targets have nothing to train or search: one evaluation per starting encoder."""
+    tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.task": task, "xstilts.intermediate": start.label,
+            "xstilts.encoder": sweep.experiment.encoder}
+    evaluate_phase(task, start, sweep.experiment.data_for(task), sweep.uri, sweep.experiment.name,
+                   sweep.parent_run_id, tags)
+
+
 def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     """Optimize one phase's study to its trial budget; returns where the next phase starts (its best trial)."""
     registry = load_registry(sweep.experiment.data.tasks_files)
     spec = registry[task]
+    if spec.format == "retrieval":
+        evaluate_only(sweep, task, start)
+        return None
     train_spec = registry[spec.train_task] if spec.train_task else spec
     direction = "minimize" if train_spec.metric == "perplexity" else "maximize"
     label = task if start.label == "none" else f"{start.label}>{task}"
@@ -124,7 +135,8 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
                                 sampler=optuna.samplers.TPESampler(seed=sweep.experiment.seed + 1000 * sweep.worker),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     base = TrainConfig(seed=sweep.experiment.seed)
-    space = sweep.experiment.search.get(kind, {})
+    space = sweep.experiment.space(kind, task)
+    data = sweep.experiment.data_for(task)
     monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
 
     def objective(trial: optuna.Trial) -> float:
@@ -140,7 +152,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
                          sweep.parent_run_id) as trial_run:
             trial.set_user_attr("mlflow_trial_run_id", trial_run.run_id)
             trial_run.log_params({k: v for k, v in trial.params.items()})
-            result, reused = run_phase(kind, task, start, train, sweep.experiment.data, sweep.uri,
+            result, reused = run_phase(kind, task, start, train, data, sweep.uri,
                                        sweep.experiment.name, trial_run.run_id, trial_tags,
                                        [PruneOnValidation(trial, monitor)])
             trial.set_user_attr("phase_run_id", result.run_id)
@@ -167,7 +179,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
 
     result = RunResult(best.user_attrs["phase_run_id"], {})
     return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
-                       sweep.experiment.data, sweep.uri)
+                       data, sweep.uri)
 
 
 def wait_for_other_workers(study: optuna.Study) -> None:
