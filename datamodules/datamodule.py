@@ -13,12 +13,13 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
+from datamodules.pools import is_pool, limit_sources, with_calibration
 from datamodules.sources import MissingData, collect_labels, load_split
 from datamodules.tasks import TaskError, TaskSpec
 from lightning_modules.formats.base import EvalSet, FeatureSettings
 
 log = logging.getLogger(__name__)
-FEATURES_VERSION = 1  # bump when a format's featurize changes, to invalidate cached features
+FEATURES_VERSION = 2  # bump when a format's featurize changes, to invalidate cached features
 SELECTION_SPLIT = "val"  # the name under which training-time (English) validation is logged
 
 
@@ -49,7 +50,9 @@ class TaskDataModule(L.LightningDataModule):
         for lang in self.eval_languages:
             task.check_language(lang)
         self.missing: list[str] = []  # "<split>/<lang>" with no data, when evaluating all of a task's languages
-        self.eval_splits = [s for s in eval_splits if task.has_split(s)]
+        # the requested evaluation splits this task has; if it has none of them, the ones it has
+        self.eval_splits = [s for s in eval_splits if task.has_split(s)] or \
+            [s for s in ("validation", "test") if task.has_split(s)]
         self.settings, self.streaming = settings, streaming
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_train_examples, self.max_eval_examples = max_train_examples, max_eval_examples
@@ -70,6 +73,8 @@ class TaskDataModule(L.LightningDataModule):
 
     def examples(self, task: TaskSpec, split: str, lang: str, limit: int | None, streaming: bool = False):
         rows = load_split(task, split, lang, self.data_dir, label_names=self.labels, streaming=streaming)
+        if limit is not None and is_pool(task):  # a retrieval pool keeps all its candidates
+            return limit_sources(rows, limit)
         if limit is not None:
             rows = rows.take(limit) if streaming else rows.select(range(min(limit, len(rows))))
         return rows
@@ -112,6 +117,9 @@ class TaskDataModule(L.LightningDataModule):
 
     def eval_set(self, task: TaskSpec, split: str, lang: str, name: str) -> EvalSet:
         examples = self.examples(task, split, lang, self.max_eval_examples)
+        if task.calibration_split and split != task.calibration_split:  # BUCC: the threshold comes from dev
+            calibration = self.examples(task, task.calibration_split, lang, self.max_eval_examples)
+            examples = with_calibration(examples, calibration)
         return EvalSet(task, lang, split, examples, self.features(examples, training=False, name=name))
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -124,7 +132,8 @@ class TaskDataModule(L.LightningDataModule):
                 for lang in self.eval_languages:
                     self._add_eval_set(split, lang)
             if self.missing:
-                log.warning("no data for %s: not evaluated", ", ".join(self.missing))
+                shown = ", ".join(self.missing[:8]) + (f" and {len(self.missing) - 8} more" if len(self.missing) > 8 else "")
+                log.warning("%s: no data for %s (not evaluated)", self.task.name, shown)
             if not self.eval_sets:
                 raise TaskError(f"task {self.task.name!r} has no evaluation split among {', '.join(self.eval_splits)}")
 

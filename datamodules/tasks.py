@@ -28,6 +28,11 @@ FORMAT_FIELDS = {
     "retrieval": ("source", "target"),
 }
 OPTIONAL_FIELDS = {"classification": ("text_b",)}
+# Retrieval layouts (datamodules/pools.py): "pairs" reads aligned (source, target) rows; the others build a pool of
+# queries and candidates, from their own files (bucc2018, mewslix: local only) or from SQuAD-format rows (xquad_r).
+# Each maps to (required, optional) canonical fields.
+RETRIEVAL_LAYOUTS = {"pairs": (FORMAT_FIELDS["retrieval"], ()), "bucc2018": ((), ()), "mewslix": ((), ()),
+                     "xquad_r": (("id", "context", "question", "answers"), ("sentence_breaks",))}
 
 
 class TaskError(ValueError):
@@ -66,6 +71,15 @@ class TaskSpec:
     answer_normalization: str = "squad"
     domain: str | None = None
     tags: dict = field(default_factory=dict)
+    layout: str = "pairs"  # retrieval only: see RETRIEVAL_LAYOUTS
+    calibration_split: str | None = None  # retrieval F1: the labelled split whose best threshold the others use
+    benchmarks: dict = field(default_factory=dict)  # benchmark name -> its fixed language list ("all": languages)
+    variant_of: str | None = None  # the same benchmark task read from other data (bucc2018_official: bucc2018)
+
+    def benchmark_languages(self, benchmark: str) -> list[str]:
+        """The task's fixed language list in `benchmark` ([] if it is not part of it)."""
+        langs = self.benchmarks.get(benchmark, [])
+        return list(self.languages) if langs == "all" else list(langs)
 
     def language_name(self, lang: str) -> str:
         return self.language_names.get(lang, lang)
@@ -96,11 +110,13 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _parse_source(where: str, raw: dict) -> SourceSpec:
+def _parse_source(where: str, raw: dict, folder: Path | None) -> SourceSpec:
     if not isinstance(raw, dict) or "dataset" not in raw:
         _fail(where, "each source needs at least `dataset` (a hub id or a local name)")
     _check_keys(where, raw, [f.name for f in fields(SourceSpec)])
     splits = {split: _as_list(names) for split, names in raw.get("splits", {}).items()}
+    if folder is not None:  # relative data files are relative to the tasks file that names them
+        raw = {**raw, "data_files": {split: str(folder / path) for split, path in raw.get("data_files", {}).items()}}
     for split in list(splits) + list(raw.get("data_files", {})):
         if split not in SPLITS:
             _fail(where, f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -122,10 +138,11 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
         _fail(where, f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     if metric not in FORMAT_METRICS[fmt]:
         _fail(where, f"metric {metric!r} does not fit format {fmt}; valid: {', '.join(FORMAT_METRICS[fmt])}")
-    missing = [f for f in FORMAT_FIELDS[fmt] if f not in raw["columns"]]
+    required, optional = _fields(where, fmt, raw)
+    missing = [f for f in required if f not in raw["columns"]]
     if missing:
-        _fail(where, f"columns must map {', '.join(missing)} (format {fmt} reads {', '.join(FORMAT_FIELDS[fmt])})")
-    allowed_fields = FORMAT_FIELDS[fmt] + OPTIONAL_FIELDS.get(fmt, ())
+        _fail(where, f"columns must map {', '.join(missing)} (format {fmt} reads {', '.join(required)})")
+    allowed_fields = required + optional
     _check_keys(f"{where} columns", raw["columns"], allowed_fields)
     if fmt in ("classification", "multiple_choice", "tagging") and not raw.get("labels"):
         _fail(where, f"format {fmt} needs `labels` (a list, or `from_data` to collect them from the train split)")
@@ -135,14 +152,52 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
     languages = _as_list(raw["languages"])
     if not languages:
         _fail(where, "`languages` is empty")
-    sources = [_parse_source(f"{where} source {i}", s) for i, s in enumerate(_as_list(raw["sources"]))]
+    folder = Path(origin).parent if origin else None
+    sources = [_parse_source(f"{where} source {i}", s, folder) for i, s in enumerate(_as_list(raw["sources"]))]
     spec = TaskSpec(name=name, **{**raw, "sources": sources, "languages": languages,
                                   "labels": [str(x) for x in labels] if isinstance(labels, list) else labels})
-    if fmt != "retrieval" and spec.train_language not in spec.languages:
+    if fmt != "retrieval" and spec.train_task is None and spec.train_language not in spec.languages:
         _fail(where, f"train_language {spec.train_language!r} is not among its languages")
+    _check_retrieval_options(where, spec)
+    _check_benchmarks(where, spec)
     if spec.answer_normalization not in ("squad", "mlqa"):
         _fail(where, f"answer_normalization {spec.answer_normalization!r}; valid: squad, mlqa")
     return spec
+
+
+def _fields(where: str, fmt: str, raw: dict) -> tuple[tuple, tuple]:
+    """(required, optional) canonical fields of a task's `columns`."""
+    layout = raw.get("layout", "pairs")
+    if layout != "pairs" and fmt != "retrieval":
+        _fail(where, f"`layout` is for retrieval tasks; format {fmt} has none")
+    if layout not in RETRIEVAL_LAYOUTS:
+        _fail(where, f"unknown layout {layout!r}; valid: {', '.join(RETRIEVAL_LAYOUTS)}")
+    if fmt == "retrieval":
+        return RETRIEVAL_LAYOUTS[layout]
+    return FORMAT_FIELDS[fmt], OPTIONAL_FIELDS.get(fmt, ())
+
+
+def _check_retrieval_options(where: str, spec: TaskSpec) -> None:
+    split = spec.calibration_split
+    if split is None:
+        return
+    if spec.format != "retrieval" or spec.metric != "f1":
+        _fail(where, "`calibration_split` is for retrieval tasks scored by f1 (bitext mining)")
+    if split not in SPLITS or not spec.has_split(split):
+        _fail(where, f"calibration_split {split!r} is not one of its splits")
+
+
+def _check_benchmarks(where: str, spec: TaskSpec) -> None:
+    if not isinstance(spec.benchmarks, dict):
+        _fail(where, "`benchmarks` maps a benchmark name to its language list (or `all`)")
+    for name, langs in spec.benchmarks.items():
+        if langs == "all":
+            continue
+        if not isinstance(langs, list) or not langs:
+            _fail(where, f"benchmark {name!r}: give a list of languages or `all`")
+        unknown = [lang for lang in langs if lang not in spec.languages]
+        if unknown:
+            _fail(where, f"benchmark {name!r}: language(s) {', '.join(unknown)} not among the task's languages")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -166,7 +221,19 @@ def load_registry(extra_files=()) -> dict[str, TaskSpec]:
             registry[name] = parse_task(name, raw, origin=str(path))
     for spec in registry.values():
         _check_train_task(spec, registry)
+        _check_variant(spec, registry)
     return registry
+
+
+def _check_variant(spec: TaskSpec, registry: dict[str, TaskSpec]) -> None:
+    if spec.variant_of is None:
+        return
+    base = registry.get(spec.variant_of)
+    if base is None:
+        raise TaskError(f"task {spec.name!r}: variant_of {spec.variant_of!r} is not a registered task")
+    if base.format != spec.format or base.metric != spec.metric or base.variant_of is not None:
+        raise TaskError(f"task {spec.name!r}: variant_of {base.name!r} must name a task of the same format and "
+                        f"metric that is not itself a variant")
 
 
 def _check_train_task(spec: TaskSpec, registry: dict[str, TaskSpec]) -> None:

@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--tracking-uri")
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
-    report.add_argument("experiment", help="experiment name, or its YAML file")
+    report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
     report.add_argument("--tracking-uri")
 
@@ -203,13 +203,11 @@ def cmd_report(args) -> None:
     from sweeps.report import build
     from sweeps.tracking import default_store, tracking_uri
 
-    name = args.experiment
-    if name.endswith((".yaml", ".yml")):
-        from sweeps.experiment import load_experiment
+    from sweeps.experiment import load_experiment
 
-        name = load_experiment(name).name
-    out = Path(args.out) if args.out else default_store() / "reports" / name
-    paths = build(name, tracking_uri(args.tracking_uri), out)
+    names = [load_experiment(n).name if n.endswith((".yaml", ".yml")) else n for n in args.experiment]
+    out = Path(args.out) if args.out else default_store() / "reports" / "+".join(names)
+    paths = build(names, tracking_uri(args.tracking_uri), out)
     print(paths["markdown"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
 

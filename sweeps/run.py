@@ -5,11 +5,12 @@ starts where it can be; what fails later (bad rows in a data file) marks the run
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from datamodules.tasks import TaskSpec, get_task, load_registry
+from datamodules.tasks import TaskError, TaskSpec, get_task, load_registry
 
 FIXTURES = Path(__file__).resolve().parents[1] / "datamodules" / "fixtures"
 
@@ -22,6 +23,8 @@ class DataConfig:
     eval_splits: tuple[str, ...] = ("validation", "test")
     max_length: int = 256
     doc_stride: int = 128
+    mlm_probability: float = 0.15  # masked-LM phases: share of sub-tokens masked
+    whole_word_mask: bool = False  # masked-LM phases: mask whole words, not single sub-tokens
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     streaming: bool = False
@@ -49,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     tuning: str = "full"  # full, frozen_embeddings, lora, ia3 (lightning_modules/encoders/tuning.py)
     lora_rank: int = 8
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ def prepare(config: RunConfig) -> Prepared:
         raise FileNotFoundError(f"--data-dir {data_path} is not a folder")
     resolve(config.encoder)
     train_task = registry[task.train_task] if task.train_task else task
+    if task.format == "span_qa" and config.data.doc_stride >= config.data.max_length // 2:
+        raise TaskError(f"--doc-stride {config.data.doc_stride} must be below half of --max-length "
+                        f"{config.data.max_length}: the windows of a long context overlap by the stride")
     if data_path is not None:
         _check_local_files(task, train_task, config.data, data_path)
     return Prepared(task, train_task, registry)
@@ -124,7 +131,8 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
     return TaskDataModule(
         prepared.task, fmt, tokenizer, train_task=prepared.train_task, data_dir=data.data_path(),
         eval_languages=list(data.languages) or None, eval_splits=data.eval_splits,
-        settings=FeatureSettings(max_length=data.max_length, doc_stride=data.doc_stride),
+        settings=FeatureSettings(max_length=data.max_length, doc_stride=data.doc_stride,
+                                 mlm_probability=data.mlm_probability, whole_word_mask=data.whole_word_mask),
         batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
         max_eval_examples=data.max_eval_examples, labels=labels)
@@ -140,7 +148,8 @@ def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
         precision=train.precision, logger=logger, callbacks=callbacks, accelerator="auto", devices=1,
         val_check_interval=train.eval_every if periodic else None,
         check_val_every_n_epoch=None if periodic else 1, limit_val_batches=1.0 if has_validation else 0,
-        num_sanity_val_steps=0, log_every_n_steps=10, enable_model_summary=False, deterministic=False)
+        num_sanity_val_steps=0, log_every_n_steps=10, enable_model_summary=False, deterministic=False,
+        enable_progress_bar=sys.stderr.isatty())
 
 
 def _selection_callbacks(datamodule, workdir: Path, patience: int | None):
@@ -181,12 +190,16 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     fmt = get_format(prepared.task.format)
     uri = tracking_uri(config.tracking_uri)
     tags = {"xstilts.command": "fit", "xstilts.task": prepared.task.name, "xstilts.encoder": config.encoder,
-            "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed, **config.tags}
+            "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed,
+            "xstilts.train_language": prepared.train_task.train_language, **_metadata_tags(prepared.train_task),
+            **config.tags}
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                      config.parent_run_id) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         encoder, tokenizer = load_encoder(config.encoder)
+        if config.train.gradient_checkpointing:
+            encoder.gradient_checkpointing_enable()
         encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
@@ -218,6 +231,12 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         if selection_score is not None:
             run.log_metrics({"selection/score": selection_score})
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
+
+
+def _metadata_tags(task: TaskSpec) -> dict:
+    """The task's own metadata (domain, difficulty, ...), for grouping in the MLflow UI and reports."""
+    metadata = {f"xstilts.task.{key}": value for key, value in task.tags.items()}
+    return {**metadata, "xstilts.task.domain": task.domain} if task.domain else metadata
 
 
 def _log_data(run, prepared: Prepared, datamodule) -> None:

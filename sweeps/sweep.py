@@ -43,7 +43,7 @@ def storage_url(explicit: str | None) -> str:
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
 
 
@@ -88,6 +88,12 @@ class Sweep:
     parent_run_id: str
     deadline: float | None
     worker: int = 0  # workers sample with different seeds, so parallel trials differ
+    encoder: str = ""  # this pass's encoder and seed (an experiment may list several of each)
+    seed: int = 0
+
+    def study_prefix(self) -> str:
+        single = len(self.experiment.encoders) == 1 and len(self.experiment.seeds) == 1
+        return self.experiment.name if single else f"{self.experiment.name}/{self.encoder}/seed{self.seed}"
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(self.deadline - time.time(), 1.0)
@@ -115,7 +121,7 @@ def find_or_create_parent(client, experiment: Experiment, mlflow_experiment_id: 
 def evaluate_only(sweep: Sweep, task: str, start: Start) -> None:
     """Retrieval targets have nothing to train or search: one evaluation per starting encoder."""
     tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.task": task, "xstilts.intermediate": start.label,
-            "xstilts.encoder": sweep.experiment.encoder}
+            "xstilts.encoder": sweep.encoder, "xstilts.seed": sweep.seed}
     evaluate_phase(task, start, sweep.experiment.data_for(task), sweep.uri, sweep.experiment.name,
                    sweep.parent_run_id, tags)
 
@@ -130,11 +136,11 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     train_spec = registry[spec.train_task] if spec.train_task else spec
     direction = "minimize" if train_spec.metric == "perplexity" else "maximize"
     label = task if start.label == "none" else f"{start.label}>{task}"
-    name = f"{sweep.experiment.name}/{kind}/{label if kind != 'target' else f'{task}/from-{start.label}'}"
+    name = f"{sweep.study_prefix()}/{kind}/{label if kind != 'target' else f'{task}/from-{start.label}'}"
     study = optuna.create_study(study_name=name, storage=sweep.storage, direction=direction, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=sweep.experiment.seed + 1000 * sweep.worker),
+                                sampler=optuna.samplers.TPESampler(seed=sweep.seed + 1000 * sweep.worker),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-    base = TrainConfig(seed=sweep.experiment.seed)
+    base = TrainConfig(seed=sweep.seed)
     space = sweep.experiment.space(kind, task)
     data = sweep.experiment.data_for(task)
     monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
@@ -144,7 +150,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
         trial_tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.kind": "trial", "xstilts.study": name,
                       "xstilts.trial": trial.number, "xstilts.phase": kind, "xstilts.task": task,
                       "xstilts.intermediate": start.label if kind == "target" else label,
-                      "xstilts.encoder": sweep.experiment.encoder, "xstilts.seed": train.seed}
+                      "xstilts.encoder": sweep.encoder, "xstilts.seed": train.seed}
         client = mlflow.MlflowClient(sweep.uri)
         from sweeps.tracking import tracked_run
 
@@ -224,29 +230,36 @@ def log_study_plots(study: optuna.Study, sweep: Sweep) -> None:
         plt.close(axes.figure)
 
 
-def run_sweep(path: str, storage: str | None = None, uri: str | None = None, worker: int = 0) -> str:
+def run_sweep(path: str | Experiment, storage: str | None = None, uri: str | None = None, worker: int = 0) -> str:
     """One worker's pass over the whole experiment; returns the sweep's parent run id."""
     from sweeps.tracking import experiment_id
 
-    experiment = load_experiment(path)
+    experiment = path if isinstance(path, Experiment) else load_experiment(path)
     uri = tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))
     deadline = time.time() + 60 * experiment.timeout_minutes if experiment.timeout_minutes else None
-    sweep = Sweep(experiment, uri, rdb_storage(storage_url(storage)), parent, deadline, worker)
+    storage_backend = rdb_storage(storage_url(storage))
     try:
-        base = Start(encoder=experiment.encoder, key=experiment.encoder)
-        if experiment.mlm:
-            base = run_study(sweep, "mlm", experiment.mlm, base) or base
-        starts = [s for s in (_intermediate_start(sweep, seq, base) for seq in experiment.intermediates) if s]
-        for target in experiment.targets:
-            for start in starts:
-                run_study(sweep, "target", target, start)
+        for encoder in experiment.encoders:
+            for seed in experiment.seeds:
+                run_pipeline(Sweep(experiment, uri, storage_backend, parent, deadline, worker, encoder, seed))
     except BaseException:
         client.set_terminated(parent, "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise
     client.set_terminated(parent, "FINISHED")
     return parent
+
+
+def run_pipeline(sweep: Sweep) -> None:
+    """MLM, intermediate sequences and the baseline, then every target from each of their best checkpoints."""
+    base = Start(encoder=sweep.encoder, key=sweep.encoder)
+    if sweep.experiment.mlm:
+        base = run_study(sweep, "mlm", sweep.experiment.mlm, base) or base
+    starts = [s for s in (_intermediate_start(sweep, seq, base) for seq in sweep.experiment.intermediates) if s]
+    for target in sweep.experiment.targets:
+        for start in starts:
+            run_study(sweep, "target", target, start)
 
 
 def _intermediate_start(sweep: Sweep, sequence: tuple[str, ...], base: Start) -> Start | None:

@@ -27,7 +27,7 @@ def _import_e5(folder: Path) -> Path:
     return import_e5_small(folder.parent)
 
 
-BUILTIN = {"tiny-xlmr": _build_tiny, "multilingual-e5-small": _import_e5}
+BUILTIN = {"tiny-xlmr": _build_tiny, "tiny-xlmr-large": _build_tiny, "multilingual-e5-small": _import_e5}
 ALIASES = {"e5-small": "multilingual-e5-small", "intfloat/multilingual-e5-small": "multilingual-e5-small"}
 
 

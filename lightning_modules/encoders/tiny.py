@@ -45,8 +45,11 @@ def train_vocab(texts) -> list[tuple[str, float]]:
     return [tuple(piece) for piece in json.loads(tokenizer.to_str())["model"]["vocab"]] + [("<mask>", 0.0)]
 
 
+SIZES = {"tiny-xlmr": (2, 64), "tiny-xlmr-large": (4, 128)}  # name -> (layers, hidden size)
+
+
 def build_tiny(folder: Path) -> Path:
-    """Write the tiny model and tokenizer to `folder` (once per version of the fixtures) and return it."""
+    """Write the tiny model named like `folder` and its tokenizer there (once per version of the fixtures)."""
     import hashlib
 
     import torch
@@ -60,8 +63,9 @@ def build_tiny(folder: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
     tokenizer = XLMRobertaTokenizer(vocab=train_vocab(texts))
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, intermediate_size=128, max_position_embeddings=514,
+    layers, hidden = SIZES[folder.name.rsplit("-", 1)[0]]
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                              num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=514,
                               type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)

@@ -58,8 +58,9 @@ class SpanQA(Format):
 
     @staticmethod
     def _cut_question(question: str, tokenizer, settings) -> str:
+        limit = min(settings.max_query_length, settings.max_length // 4)  # leave most of the window to the context
         ids = tokenizer(question, add_special_tokens=False)["input_ids"]
-        return question if len(ids) <= settings.max_query_length else tokenizer.decode(ids[: settings.max_query_length])
+        return question if len(ids) <= limit else tokenizer.decode(ids[:limit])
 
     def collate(self, rows, tokenizer):
         pad_id = tokenizer.pad_token_id
@@ -75,7 +76,8 @@ class SpanQA(Format):
         start_logits, end_logits = logits.unbind(-1)
         loss = (F.cross_entropy(start_logits, batch["start"]) + F.cross_entropy(end_logits, batch["end"])) / 2
         lengths = mask.sum(-1).tolist()
-        rows = [(s[:n].cpu().numpy(), e[:n].cpu().numpy()) for s, e, n in zip(start_logits, end_logits, lengths)]
+        rows = [(s[:n].detach().cpu().numpy(), e[:n].detach().cpu().numpy())
+                for s, e, n in zip(start_logits, end_logits, lengths)]
         return StepOutput(loss, {"logits": rows})
 
     def score(self, outputs, eval_set, labels):
@@ -115,3 +117,6 @@ def candidate_spans(start_logits, end_logits, offsets, context: str):
             if e < s or e - s + 1 > MAX_ANSWER_TOKENS:
                 continue
             yield float(start_logits[s] + end_logits[e]), context[offsets[s][0]: offsets[e][1]]
+
+
+FORMAT = SpanQA()
