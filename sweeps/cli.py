@@ -233,11 +233,16 @@ USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError"
                "ExperimentError")
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+def quiet() -> None:
+    """No per-file progress bars from datasets and the hub; no tokenizer thread pools fighting the DataLoader."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    quiet()
     try:
         COMMANDS[args.command](args)
     except Exception as error:

@@ -13,6 +13,9 @@ CHANCE = {"pawsx": 50.0, "xnli": 100 / 3, "panx": 0.0, "udpos": 100 / 17}
 
 
 def main() -> int:
+    from sweeps.cli import quiet
+
+    quiet()
     from sweeps.experiment import load_experiment
     from sweeps.registry import promote
     from sweeps.report import build
