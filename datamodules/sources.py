@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from datamodules.pools import FILE_LAYOUTS, is_pool, load_pool
 from datamodules.tasks import FORMAT_FIELDS, OPTIONAL_FIELDS, SourceSpec, TaskError, TaskSpec
 
 LOCAL_EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -25,6 +26,7 @@ class Slice:
     config: str | None
     split_name: str
     path: Path | None  # a local file, or None for the hub
+    files: tuple[Path, ...] = ()  # every file a retrieval layout reads (datamodules/pools.py)
 
     def describe(self) -> str:
         where = str(self.path) if self.path else f"hub dataset {self.source.dataset}"
@@ -59,6 +61,9 @@ def slices(task: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list
             found.append(Slice(source, config, split, Path(_fill(source.data_files[split], task, lang))))
             continue
         for split_name in source.splits.get(split, []):
+            if task.layout in FILE_LAYOUTS:
+                found.append(_layout_slice(task, source, config, split_name, lang, data_dir))
+                continue
             if data_dir is None and source.local_only:
                 raise TaskError(f"task {task.name!r} has no public source ({source.dataset}): pass --data-dir DIR "
                                 f"holding {source.dataset}/{config or 'default'}/{split_name}.jsonl")
@@ -68,6 +73,16 @@ def slices(task: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list
         available = [s for s in ("train", "validation", "test") if task.has_split(s)]
         raise TaskError(f"task {task.name!r} has no {split!r} split; available: {', '.join(available) or 'none'}")
     return found
+
+
+def _layout_slice(task: TaskSpec, source: SourceSpec, config, split_name: str, lang: str, data_dir) -> Slice:
+    from datamodules.pools import local_files
+
+    if data_dir is None:
+        raise TaskError(f"task {task.name!r} reads local files only ({task.layout} layout): pass --data-dir DIR "
+                        f"holding {source.dataset}/ (see datamodules/pools.py)")
+    files = tuple(local_files(task, source.dataset, config, split_name, lang, Path(data_dir)))
+    return Slice(source, config, split_name, files[0], files)
 
 
 def _load_slice(piece: Slice, streaming: bool):
@@ -189,6 +204,8 @@ def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = No
     """
     import datasets
 
+    if is_pool(task):  # retrieval over a pool of queries and candidates
+        return load_pool(task, split, lang, data_dir)
     names = label_names if label_names is not None else task.labels
     label_ids = {name: i for i, name in enumerate(names)} if isinstance(names, list) else None
     parts = []

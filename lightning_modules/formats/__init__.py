@@ -12,7 +12,7 @@ FORMAT_METRICS = {
     "span_qa": ("f1", "exact_match"),
     "tagging": ("f1", "accuracy"),
     "masked_lm": ("perplexity",),
-    "retrieval": ("accuracy", "f1"),
+    "retrieval": ("accuracy", "f1", "map_at_20"),
 }
 
 

@@ -225,3 +225,40 @@ def bucc_scores(candidates: Sequence[tuple], gold_pairs, threshold: float) -> di
         return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     precision, recall = correct / len(predicted), correct / len(gold)
     return {"precision": 100 * precision, "recall": 100 * recall, "f1": 100 * _f1(precision, recall)}
+
+
+def average_precision_at_k(gold: Sequence[Hashable], ranked: Sequence[Hashable], k: int | None = None) -> float:
+    """AP@k as XTREME's `utils_lareqa.average_precision_at_k`: over the first k ranked items, the precision at
+    each new gold hit, summed and divided by min(#gold, k). With one gold item it is the reciprocal rank at k
+    (Mewsli-X's `mean_reciprocal_rank` over the top 20)."""
+    if not gold:
+        raise ValueError("average precision needs at least one gold item")
+    gold = set(gold)
+    ranked = list(ranked[:k] if k else ranked)
+    hits, total, seen = 0, 0.0, set()
+    for position, item in enumerate(ranked, start=1):
+        if item in gold and item not in seen:
+            hits += 1
+            total += hits / position
+        seen.add(item)
+    return total / (min(len(gold), k) if k else len(gold))
+
+
+def mean_average_precision_at_k(query_emb, candidate_emb, gold: Sequence[Sequence[Hashable]],
+                                candidate_ids: Sequence[Hashable], k: int = 20, batch_size: int = DEFAULT_BATCH,
+                                device=None) -> float:
+    """x100 mean over queries of AP@k of the candidates ranked by cosine similarity (block-wise exact search).
+
+    gold[i] lists the ids of query i's correct candidates (ids absent from `candidate_ids` can never be hit, and
+    still count in the divisor, as a missing prediction does in the official scores); queries without gold are
+    left out, as LAReQA leaves out a question whose answer lies in no sentence."""
+    if len(gold) != len(query_emb) or len(candidate_ids) != len(candidate_emb):
+        raise ValueError("need one gold list per query and one id per candidate")
+    scored = [i for i, g in enumerate(gold) if g]
+    if not scored:
+        raise ValueError("no query has a gold candidate")
+    queries = torch.as_tensor(query_emb)[torch.tensor(scored, dtype=torch.long)]
+    _, nearest = knn(queries, candidate_emb, k, batch_size=batch_size, device=device)
+    nearest = nearest.cpu().tolist()
+    return 100.0 * sum(average_precision_at_k(gold[i], [candidate_ids[j] for j in row], k)
+                       for i, row in zip(scored, nearest)) / len(scored)
