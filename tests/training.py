@@ -21,7 +21,7 @@ class LossHistory(L.Callback):
 
 
 def train_briefly(task, registry, tiny, steps=150, lr=1e-3, batch_size=16, languages=None, max_length=128,
-                  splits=("test",)):
+                  splits=("test",), max_examples=None):
     """Train the tiny model on `task` for `steps` steps; returns (train losses, test scores)."""
     from lightning_modules.encoders import load_encoder
 
@@ -32,7 +32,8 @@ def train_briefly(task, registry, tiny, steps=150, lr=1e-3, batch_size=16, langu
     datamodule = TaskDataModule(task, fmt, tokenizer, train_task=train_task, data_dir=FIXTURES,
                                 eval_languages=languages, eval_splits=splits,
                                 settings=FeatureSettings(max_length=max_length, doc_stride=max_length // 2),
-                                batch_size=batch_size)
+                                batch_size=batch_size, max_train_examples=max_examples,
+                                max_eval_examples=max_examples)
     datamodule.setup("fit")
     module = TaskModule(encoder, fmt.build_head(encoder, task, datamodule.labels), fmt, datamodule.labels,
                         tokenizer.pad_token_id, OptimizerSettings(lr=lr, warmup_ratio=0.05))
