@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on every language of a task")
     evaluate.add_argument("checkpoint", help="checkpoint folder, runs:/<run id>/checkpoint or models:/<name>@<alias>")
     evaluate.add_argument("--task", default="", help="default: the task the checkpoint was trained for")
+    evaluate.add_argument("--benchmark", choices=["xtreme", "xtreme-r"],
+                          help="every task of the benchmark the checkpoint needs no training for, and the score")
     evaluate.add_argument("--eval-batch-size", type=int, default=64)
     _add_data_options(evaluate)
     _add_tracking_options(evaluate)
@@ -154,6 +156,11 @@ def cmd_fit(args) -> None:
 def cmd_evaluate(args) -> None:
     from sweeps.run import evaluate
 
+    if args.benchmark:
+        from sweeps.benchmark import format_result, run_benchmark
+
+        print(format_result(run_benchmark(args.checkpoint, args.benchmark, _run_config(args))))
+        return
     result = evaluate(args.checkpoint, _run_config(args))
     print_scores(result.scores)
     print(f"\nMLflow run {result.run_id}")

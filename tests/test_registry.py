@@ -10,15 +10,35 @@ PAPER_INTERMEDIATE = {"anli_plus", "mnli", "qqp", "squad_v1", "squad_v2", "hella
                       "ccg"}
 XTREME_LANGUAGE_COUNTS = {"xnli": 15, "pawsx": 7, "udpos": 33, "panx": 40, "xquad": 11, "mlqa": 7, "tydiqa": 9,
                           "bucc2018": 4, "tatoeba": 36}
+# XTREME-R (google-research/xtreme: utils_preprocess.py, scripts/download_data.sh, utils_mewslix.py, train_xcopa.sh)
+XTREME_R_LANGUAGE_COUNTS = {"xnli": 15, "xcopa": 11, "udpos": 38, "panx": 48, "xquad": 11, "mlqa": 7, "tydiqa": 9,
+                            "tatoeba": 41, "lareqa": 11, "mewslix": 11}
+XTREME_R_INTERMEDIATE = {"copa", "siqa"}  # XCOPA's English training data in XTREME-R
+ALL_TASKS = 24  # the paper's 18, XTREME-R's 3 targets and 2 training sets, and BUCC from the official files
 
 
 def test_registry_has_the_papers_eighteen_tasks(registry):
-    assert {n for n, t in registry.items() if t.kind == "intermediate"} == PAPER_INTERMEDIATE
-    assert {n: len(t.languages) for n, t in registry.items() if t.kind == "target"} == XTREME_LANGUAGE_COUNTS
+    assert {n for n, t in registry.items() if t.kind == "intermediate"} == PAPER_INTERMEDIATE | XTREME_R_INTERMEDIATE
+    assert {n: len(t.benchmark_languages("xtreme")) for n, t in registry.items()
+            if "xtreme" in t.benchmarks} == XTREME_LANGUAGE_COUNTS
+    assert {n: len(t.benchmark_languages("xtreme-r")) for n, t in registry.items()
+            if "xtreme-r" in t.benchmarks} == XTREME_R_LANGUAGE_COUNTS
+    for task in registry.values():  # a task's languages are the union of its benchmark lists
+        if task.benchmarks:
+            assert set(task.languages) == {lang for b in task.benchmarks for lang in task.benchmark_languages(b)}
+
+
+def test_xtreme_r_adds_the_languages_of_its_download_scripts(registry):
+    added = {name: set(registry[name].benchmark_languages("xtreme-r")) - set(registry[name].benchmark_languages("xtreme"))
+             for name in ("udpos", "panx", "tatoeba")}
+    assert added == {"udpos": {"lt", "pl", "uk", "wo", "ro"}, "panx": {"qu", "pl", "uk", "az", "lt", "pa", "gu", "ro"},
+                     "tatoeba": {"az", "lt", "pl", "uk", "ro"}}
+    assert registry["xcopa"].train_task == "copa" and registry["bucc2018_official"].variant_of == "bucc2018"
 
 
 def test_tatoeba_is_panx_without_en_ms_my_yo(registry):
-    assert set(registry["tatoeba"].languages) == set(registry["panx"].languages) - {"en", "ms", "my", "yo"}
+    assert set(registry["tatoeba"].benchmark_languages("xtreme")) == \
+        set(registry["panx"].benchmark_languages("xtreme")) - {"en", "ms", "my", "yo"}
 
 
 def test_xnli_trains_on_mnli_and_xquad_mlqa_on_squad(registry):
@@ -30,8 +50,9 @@ def test_cli_lists_tasks_with_language_counts():
     out = subprocess.run([sys.executable, "-m", "sweeps.cli", "tasks"], capture_output=True, text=True, check=True)
     rows = {line.split()[0]: re.search(r"\s(\d+)\s+([a-z ]+)$", line).groups()
             for line in out.stdout.splitlines()[1:]}
-    assert len(rows) == 18
-    for task, count in XTREME_LANGUAGE_COUNTS.items():
+    assert len(rows) == ALL_TASKS
+    for task in XTREME_LANGUAGE_COUNTS:  # every language the task can be evaluated in (XTREME's and XTREME-R's)
+        count = max(XTREME_LANGUAGE_COUNTS[task], XTREME_R_LANGUAGE_COUNTS.get(task, 0))
         assert rows[task][0] == str(count) and len(rows[task][1].split()) == count
 
 
