@@ -176,5 +176,7 @@ class TaskDataModule(L.LightningDataModule):
         """Number of examples per set, for tracking."""
         sizes = {} if self.train_features is None or self.streaming else {"train": len(self.train_features)}
         for eval_set in ([self.selection_set] if self.selection_set else []) + self.eval_sets:
-            sizes[f"{eval_set.split}/{eval_set.lang}"] = len(eval_set.examples)
+            examples = eval_set.examples  # not counting the calibration rows that travel with a split (BUCC)
+            parts = examples["part"] if "part" in examples.column_names else None
+            sizes[f"{eval_set.split}/{eval_set.lang}"] = parts.count("eval") if parts else len(examples)
         return sizes
