@@ -24,6 +24,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-eval-examples", type=int)
     group.add_argument("--streaming", action="store_true", help="stream the training data (needs --max-steps)")
     group.add_argument("--num-workers", type=int, default=0)
+    group.add_argument("--group-by-length", action="store_true",
+                       help="training batches of examples of similar lengths (less padding, faster)")
 
 
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +112,8 @@ def _run_config(args):
     data = DataConfig(data_dir=args.data_dir, tasks_files=tuple(args.tasks_file), languages=args.languages,
                       eval_splits=args.eval_splits, max_length=args.max_length, doc_stride=args.doc_stride,
                       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-                      streaming=args.streaming, num_workers=args.num_workers)
+                      streaming=args.streaming, num_workers=args.num_workers,
+                      group_by_length=args.group_by_length)
     train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
                     "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank")
     train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
@@ -245,6 +248,7 @@ def quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def main(argv=None) -> int:
