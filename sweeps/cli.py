@@ -125,12 +125,13 @@ def cmd_tasks(args) -> None:
     from datamodules.tasks import load_registry
 
     registry = load_registry(args.tasks_file)
-    rows = [("task", "kind", "format", "metric", "data source", "#", "languages")]
+    rows = [("task", "kind", "format", "metric", "data source", "XTREME", "XTREME-R", "all", "languages")]
     for spec in registry.values():
         source = ", ".join(sorted({s.dataset for s in spec.sources}))
         trained = f" (train: {spec.train_task})" if spec.train_task else ""
-        rows.append((spec.name, spec.kind, spec.format, spec.metric, source + trained, str(len(spec.languages)),
-                     " ".join(spec.languages)))
+        counts = [str(len(spec.benchmark_languages(b))) if b in spec.benchmarks else "-" for b in ("xtreme", "xtreme-r")]
+        rows.append((spec.name, spec.kind, spec.format, spec.metric, source + trained, *counts,
+                     str(len(spec.languages)), " ".join(spec.languages)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
