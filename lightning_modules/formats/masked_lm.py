@@ -24,9 +24,19 @@ class MaskedLM(Format):
     def collator(self, tokenizer, settings, training):
         from transformers import DataCollatorForLanguageModeling
 
-        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=settings.mlm_probability,
-                                               whole_word_mask=settings.whole_word_mask,
-                                               seed=None if training else EVAL_MASK_SEED)
+        masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=settings.mlm_probability,
+                                                 whole_word_mask=settings.whole_word_mask,
+                                                 seed=None if training else EVAL_MASK_SEED)
+
+        def collate(rows):  # pad ourselves: the library pads input_ids but not the offsets whole-word masking reads
+            width = max(len(r["input_ids"]) for r in rows)
+            padded = [{"input_ids": r["input_ids"] + [tokenizer.pad_token_id] * (width - len(r["input_ids"]))}
+                      for r in rows]
+            if settings.whole_word_mask:
+                for row, out in zip(rows, padded):
+                    out["offset_mapping"] = row["offset_mapping"] + [[0, 0]] * (width - len(row["offset_mapping"]))
+            return masker(padded)
+        return collate
 
     def build_head(self, encoder, task, labels):
         from transformers import AutoModelForMaskedLM
@@ -40,6 +50,8 @@ class MaskedLM(Format):
         logits = head(encode(encoder, batch["input_ids"], pad_id)).float()
         labels = batch["labels"]
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        if head.training:  # outputs are for scoring: none while training (no copy to the CPU, no wait for a GPU)
+            return StepOutput(loss, {})
         tokens = int((labels != -100).sum())
         return StepOutput(loss, {"loss_sum": float(loss) * tokens, "tokens": tokens})
 
