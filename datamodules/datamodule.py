@@ -17,6 +17,8 @@ from datamodules.pools import is_pool, limit_sources, with_calibration
 from datamodules.sources import MissingData, collect_labels, load_split
 from datamodules.tasks import TaskError, TaskSpec
 from lightning_modules.formats.base import EvalSet, FeatureSettings
+from lightning_modules.perturb import (Robustness, changed_share, perturb_examples, perturbed_split, samples,
+                                       unsupported)
 
 log = logging.getLogger(__name__)
 FEATURES_VERSION = 2  # bump when a format's featurize changes, to invalidate cached features
@@ -40,7 +42,8 @@ class TaskDataModule(L.LightningDataModule):
                  eval_splits=("validation", "test"), settings: FeatureSettings = FeatureSettings(),
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0, streaming: bool = False,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 cache_root: Path | None = None, labels: list[str] | None = None):
+                 cache_root: Path | None = None, labels: list[str] | None = None,
+                 robustness: Robustness = Robustness()):
         super().__init__()
         self.task, self.fmt, self.tokenizer = task, fmt, tokenizer
         self.train_task = train_task or task
@@ -62,6 +65,9 @@ class TaskDataModule(L.LightningDataModule):
         self.train_features = None
         self.selection_set: EvalSet | None = None
         self.eval_sets: list[EvalSet] = []
+        # perturbed copies and adversarial sets of the final evaluation (never of the `val` set that selects)
+        self.robustness = robustness
+        self.perturbed: dict[str, dict] = {}  # "<split>/<lang>" of a perturbed copy -> changed share, samples
         self._tokenizer_key = None
 
     def _labels(self) -> list[str] | None:
@@ -71,22 +77,23 @@ class TaskDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loading and caching
 
-    def examples(self, task: TaskSpec, split: str, lang: str, limit: int | None, streaming: bool = False):
-        rows = load_split(task, split, lang, self.data_dir, label_names=self.labels, streaming=streaming)
+    def examples(self, task: TaskSpec, split: str, lang: str, limit: int | None, streaming: bool = False,
+                 labels: list[str] | None = None):
+        rows = load_split(task, split, lang, self.data_dir, label_names=labels or self.labels, streaming=streaming)
         if limit is not None and is_pool(task):  # a retrieval pool keeps all its candidates
             return limit_sources(rows, limit)
         if limit is not None:
             rows = rows.take(limit) if streaming else rows.select(range(min(limit, len(rows))))
         return rows
 
-    def features(self, examples, training: bool, name: str):
+    def features(self, examples, training: bool, name: str, variant: dict | None = None):
         """Tokenized features of `examples`, from the cache when the same data was tokenized before."""
         import datasets
 
         featurize = self._featurizer(training)
         if self.streaming and training:
             return examples.map(featurize, batched=True, with_indices=True, remove_columns=examples.column_names)
-        folder = self._cache_folder(examples, training)
+        folder = self._cache_folder(examples, training, variant)
         self.cache_hits[name] = folder.exists()
         if folder.exists():
             return datasets.load_from_disk(str(folder))
@@ -104,19 +111,21 @@ class TaskDataModule(L.LightningDataModule):
             return fmt.featurize({**batch, "_index": indices}, tokenizer, task, settings, training)
         return featurize
 
-    def _cache_folder(self, examples, training: bool) -> Path:
+    def _cache_folder(self, examples, training: bool, variant: dict | None = None) -> Path:
         from lightning_modules.encoders import cache_dir
 
         if self._tokenizer_key is None:
             self._tokenizer_key = tokenizer_fingerprint(self.tokenizer)
-        key = json.dumps({"data": examples._fingerprint, "format": self.fmt.name, "training": training,
-                          "settings": asdict(self.settings), "tokenizer": self._tokenizer_key,
-                          "version": FEATURES_VERSION}, sort_keys=True)
+        content = {"data": examples._fingerprint, "format": self.fmt.name, "training": training,
+                   "settings": asdict(self.settings), "tokenizer": self._tokenizer_key, "version": FEATURES_VERSION}
+        if variant is not None:  # a perturbed copy: the perturbation, its seed and dictionary
+            content["variant"] = variant
+        key = json.dumps(content, sort_keys=True)
         root = self.cache_root or cache_dir() / "features"
         return root / hashlib.sha256(key.encode()).hexdigest()[:32]
 
-    def eval_set(self, task: TaskSpec, split: str, lang: str, name: str) -> EvalSet:
-        examples = self.examples(task, split, lang, self.max_eval_examples)
+    def eval_set(self, task: TaskSpec, split: str, lang: str, name: str, labels: list[str] | None = None) -> EvalSet:
+        examples = self.examples(task, split, lang, self.max_eval_examples, labels=labels)
         if task.calibration_split and split != task.calibration_split:  # BUCC: the threshold comes from dev
             calibration = self.examples(task, task.calibration_split, lang, self.max_eval_examples)
             examples = with_calibration(examples, calibration)
@@ -131,6 +140,7 @@ class TaskDataModule(L.LightningDataModule):
             for split in self.eval_splits:
                 for lang in self.eval_languages:
                     self._add_eval_set(split, lang)
+            self._add_robustness_sets()
             if self.missing:
                 shown = ", ".join(self.missing[:8]) + (f" and {len(self.missing) - 8} more" if len(self.missing) > 8 else "")
                 log.warning("%s: no data for %s (not evaluated)", self.task.name, shown)
@@ -144,6 +154,47 @@ class TaskDataModule(L.LightningDataModule):
             if self.strict_languages:
                 raise
             self.missing.append(f"{split}/{lang}")
+
+    def _add_robustness_sets(self) -> None:
+        """Adversarial tasks' sets, and a perturbed copy of every clean evaluation set: split `test` gives
+        `test.anli_plus`, `test.typos` (lightning_modules/perturb.py)."""
+        clean_sets = list(self.eval_sets)
+        for task in self.robustness.adversarial:
+            self._add_adversarial(task)
+        for perturber in self.robustness.perturbers():
+            reason = unsupported(self.task, perturber.name)
+            if reason:
+                log.warning("%s: not perturbed with %s: %s", self.task.name, perturber.name, reason)
+                continue
+            for clean in clean_sets:
+                self.eval_sets.append(self.perturbed_set(clean, perturber))
+
+    def perturbed_set(self, clean: EvalSet, perturber) -> EvalSet:
+        examples = perturb_examples(clean.examples, clean.task, clean.lang, perturber)
+        split = perturbed_split(clean.split, perturber.name)
+        name = f"{split}/{clean.lang}"
+        self.perturbed[name] = {"changed": changed_share(clean.examples, examples, clean.task),
+                                "samples": samples(clean.examples, examples, clean.task)}
+        features = self.features(examples, training=False, name=name, variant=perturber.key())
+        return EvalSet(clean.task, clean.lang, split, examples, features)
+
+    def _add_adversarial(self, task: TaskSpec) -> None:
+        """Another task's sets (same format, labels matched by position), in the evaluation languages it has
+        (else its training language)."""
+        languages = [lang for lang in self.eval_languages if lang in task.languages] or [task.train_language]
+        splits = [s for s in self.eval_splits if task.has_split(s)] or \
+            [s for s in ("validation", "test") if task.has_split(s)]
+        for split in splits:
+            for lang in languages:
+                name = f"{perturbed_split(split, task.name)}/{lang}"
+                try:
+                    eval_set = self.eval_set(task, split, lang, name,
+                                             labels=task.labels if isinstance(task.labels, list) else None)
+                except MissingData:
+                    self.missing.append(name)
+                    continue
+                eval_set.split = perturbed_split(split, task.name)
+                self.eval_sets.append(eval_set)
 
     def _setup_fit(self) -> None:
         if not self.fmt.trains():

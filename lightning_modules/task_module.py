@@ -2,7 +2,8 @@
 
 Every evaluation set (one per language and split, from the datamodule) is scored by its format and logged as
 `<split>/<lang>/<metric>`, with `<split>/mean/<metric>` over all its languages and `<split>/zero_shot_mean/<metric>`
-over all but the training language.
+over all but the training language. Perturbed copies and adversarial sets (`test.typos`, `test.anli_plus`) are
+scored the same way, and their drop from the clean score is logged as `robustness/<variant>/<lang>/<metric>_drop`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ class TaskModule(L.LightningModule):
         self._score([datamodule.selection_set] if datamodule.selection_set else [])
 
     def on_test_epoch_end(self):
+        from lightning_modules.perturb import robustness_drops
+
         self._score(self.trainer.datamodule.eval_sets)
+        drops = robustness_drops(self.scores)
+        if drops:
+            self.scores.update(drops)
+            self.log_dict(drops)
 
     def _score(self, eval_sets) -> None:
         by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)

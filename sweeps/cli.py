@@ -26,6 +26,17 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-workers", type=int, default=0)
     group.add_argument("--group-by-length", action="store_true",
                        help="training batches of examples of similar lengths (less padding, faster)")
+    robustness = parser.add_argument_group("robustness (final evaluation only; logs robustness/<name>/<lang>/"
+                                           "<metric>_drop = clean - perturbed)")
+    robustness.add_argument("--perturb", type=_csv, default=(), metavar="NAMES",
+                            help="also evaluate perturbed copies of every evaluation set, comma-separated: typos, "
+                                 "word_order, casing, code_switch")
+    robustness.add_argument("--perturb-seed", type=int, default=0)
+    robustness.add_argument("--dictionary", help="code_switch's dictionary: JSON like datamodules/dictionaries/"
+                                                 "en-de-fr-es.json (the default), or MUSE lines in <src>-<tgt>.txt")
+    robustness.add_argument("--adversarial", type=_csv, default=(), metavar="TASKS",
+                            help="also evaluate on these registered tasks of the same format and labels, e.g. "
+                                 "anli_plus for an XNLI or MNLI checkpoint")
 
 
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +124,9 @@ def _run_config(args):
                       eval_splits=args.eval_splits, max_length=args.max_length, doc_stride=args.doc_stride,
                       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
                       streaming=args.streaming, num_workers=args.num_workers,
-                      group_by_length=args.group_by_length)
+                      group_by_length=args.group_by_length, perturbations=args.perturb,
+                      perturb_seed=args.perturb_seed, perturb_dictionary=args.dictionary,
+                      adversarial=args.adversarial)
     train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
                     "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank")
     train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})

@@ -3,6 +3,8 @@
     name: demo
     encoder: tiny-xlmr                              # or a list: model size as a sweep dimension
     data: {data_dir: fixtures, max_length: 64}      # any DataConfig field
+                                                    # (perturbations: [typos, code_switch], adversarial:
+                                                    # [anli_plus]: the targets' final evaluation only)
     seeds: [0, 1, 2]                                # every configuration once per seed (or `seed: 0`)
     budget: {trials: 3, timeout_minutes: 20}        # trials per study; the time limit covers the whole sweep
     phases:
@@ -129,7 +131,10 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
     tasks_files = tuple(str((path.parent / f).resolve()) for f in raw.get("tasks_files", ()))  # relative to this file
     data = DataConfig(**{**data_raw, "tasks_files": tasks_files,
                          "languages": tuple(data_raw.get("languages", ())),
+                         "perturbations": tuple(data_raw.get("perturbations", ())),
+                         "adversarial": tuple(data_raw.get("adversarial", ())),
                          "eval_splits": tuple(data_raw.get("eval_splits", ("validation", "test")))})
+    _check_perturbations(path, data)
     targets = tuple(phases.get("targets") or ())
     if not targets:
         _fail(path, "phases.targets lists no target task")
@@ -147,6 +152,15 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
     return experiment
 
 
+def _check_perturbations(path, data: DataConfig) -> None:
+    from lightning_modules.perturb import check_perturbations
+
+    try:
+        check_perturbations(data.perturbations)
+    except ValueError as error:
+        _fail(path, f"data.perturbations: {error}")
+
+
 def _check_tasks(path, experiment: Experiment, registry) -> None:
     def known(name: str, where: str):
         if name not in registry:
@@ -160,3 +174,5 @@ def _check_tasks(path, experiment: Experiment, registry) -> None:
             known(name, "phases.intermediate")
     for name in experiment.targets:
         known(name, "phases.targets")
+    for name in experiment.data.adversarial:  # used for the targets it fits (same format and labels)
+        known(name, "data.adversarial")

@@ -29,6 +29,13 @@ class DataConfig:
     max_eval_examples: int | None = None
     streaming: bool = False
     num_workers: int = 0
+    # robustness (final evaluation only, never training or selection): perturbed copies of every evaluation set
+    # (typos, word_order, casing, code_switch: lightning_modules/perturb.py), their seed, code_switch's dictionary
+    # (default: the built-in en/de/fr/es one), and adversarial sets: other tasks of the same format and labels
+    perturbations: tuple[str, ...] = ()
+    perturb_seed: int = 0
+    perturb_dictionary: str | None = None
+    adversarial: tuple[str, ...] = ()
 
     def data_path(self) -> Path | None:
         if self.data_dir == "fixtures":
@@ -98,6 +105,7 @@ def prepare(config: RunConfig) -> Prepared:
     task = get_task(config.task, registry)
     for lang in config.data.languages:
         task.check_language(lang)
+    _check_robustness(config.data, task, registry)
     data_path = config.data.data_path()
     if data_path is not None and not data_path.is_dir():
         raise FileNotFoundError(f"--data-dir {data_path} is not a folder")
@@ -109,6 +117,15 @@ def prepare(config: RunConfig) -> Prepared:
     if data_path is not None:
         _check_local_files(task, train_task, config.data, data_path)
     return Prepared(task, train_task, registry)
+
+
+def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
+    from lightning_modules.perturb import adversarial_tasks, check_perturbations
+
+    check_perturbations(data.perturbations)
+    adversarial_tasks(data.adversarial, task, registry)
+    if data.perturb_dictionary and not Path(data.perturb_dictionary).is_file():
+        raise FileNotFoundError(f"dictionary {data.perturb_dictionary} does not exist")
 
 
 def _check_local_files(task: TaskSpec, train_task: TaskSpec, data: DataConfig, data_path: Path) -> None:
@@ -135,7 +152,15 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
                                  mlm_probability=data.mlm_probability, whole_word_mask=data.whole_word_mask),
         batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
-        max_eval_examples=data.max_eval_examples, labels=labels)
+        max_eval_examples=data.max_eval_examples, labels=labels,
+        robustness=_robustness(data, prepared))
+
+
+def _robustness(data: DataConfig, prepared: Prepared):
+    from lightning_modules.perturb import Robustness, adversarial_tasks
+
+    return Robustness(perturbations=data.perturbations, seed=data.perturb_seed, dictionary=data.perturb_dictionary,
+                      adversarial=tuple(adversarial_tasks(data.adversarial, prepared.task, prepared.registry)))
 
 
 def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
@@ -248,6 +273,15 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
     sizes = {f"data.size.{name}": n for name, n in datamodule.sizes().items()}
     cache = {f"data.cache_hit.{name}": hit for name, hit in datamodule.cache_hits.items()}
     run.log_params({**sources, **sizes, **cache})
+    _log_robustness(run, datamodule)
+
+
+def _log_robustness(run, datamodule) -> None:
+    """Per perturbed set, the share of its examples that the perturbation changed, and its first examples next to
+    the clean ones (robustness/samples.json)."""
+    if datamodule.perturbed:
+        run.log_metrics({f"data/changed/{name}": info["changed"] for name, info in datamodule.perturbed.items()})
+        run.log_dict({name: info["samples"] for name, info in datamodule.perturbed.items()}, "robustness/samples.json")
 
 
 def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
@@ -286,6 +320,7 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
         encoder, tokenizer = load_encoder(config.encoder)
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
+        _log_robustness(run, datamodule)
         head = fmt.build_head(encoder, prepared.task, labels)
         if with_head:
             load_head(folder, head)

@@ -122,8 +122,21 @@ def evaluate_only(sweep: Sweep, task: str, start: Start) -> None:
     """Retrieval targets have nothing to train or search: one evaluation per starting encoder."""
     tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.task": task, "xstilts.intermediate": start.label,
             "xstilts.encoder": sweep.encoder, "xstilts.seed": sweep.seed}
-    evaluate_phase(task, start, sweep.experiment.data_for(task), sweep.uri, sweep.experiment.name,
+    data = final_evaluation_data(sweep.experiment.data_for(task), "target", task)
+    evaluate_phase(task, start, data, sweep.uri, sweep.experiment.name,
                    sweep.parent_run_id, tags)
+
+
+def final_evaluation_data(data, kind: str, task: str):
+    """Perturbed copies and adversarial sets are for the targets' final evaluation: none in other phases (their
+    phase keys stay those of an experiment without them), and a target gets the adversarial sets that fit it."""
+    from lightning_modules.perturb import misfit
+
+    if kind != "target":
+        return replace(data, perturbations=(), perturb_seed=0, perturb_dictionary=None, adversarial=())
+    registry = load_registry(data.tasks_files)
+    fitting = tuple(name for name in data.adversarial if misfit(registry[name], registry[task]) is None)
+    return replace(data, adversarial=fitting)
 
 
 def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
@@ -142,7 +155,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     base = TrainConfig(seed=sweep.seed)
     space = sweep.experiment.space(kind, task)
-    data = sweep.experiment.data_for(task)
+    data = final_evaluation_data(sweep.experiment.data_for(task), kind, task)
     monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
 
     def objective(trial: optuna.Trial) -> float:
