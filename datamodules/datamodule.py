@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from datamodules.pools import is_pool, limit_sources, with_calibration
@@ -30,9 +31,17 @@ def tokenizer_fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         content = repr(sorted(tokenizer.get_vocab().items()))
-    else:
-        state = json.loads(backend.to_str())
-        content = json.dumps({k: v for k, v in state.items() if k not in ("truncation", "padding")}, sort_keys=True)
+    else:  # serialized without its truncation and padding, restored after (no JSON round trip: 0.6 s at 250k pieces)
+        truncation, padding = backend.truncation, backend.padding
+        backend.no_truncation()
+        backend.no_padding()
+        try:
+            content = backend.to_str()
+        finally:
+            if truncation:
+                backend.enable_truncation(**truncation)
+            if padding:
+                backend.enable_padding(**padding)
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{content}".encode()).hexdigest()
 
 
@@ -43,7 +52,7 @@ class TaskDataModule(L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0, streaming: bool = False,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  cache_root: Path | None = None, labels: list[str] | None = None,
-                 robustness: Robustness = Robustness()):
+                 robustness: Robustness = Robustness(), group_by_length: bool = False):
         super().__init__()
         self.task, self.fmt, self.tokenizer = task, fmt, tokenizer
         self.train_task = train_task or task
@@ -60,6 +69,7 @@ class TaskDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_train_examples, self.max_eval_examples = max_train_examples, max_eval_examples
         self.cache_root = cache_root
+        self.group_by_length = group_by_length and not streaming  # a stream's lengths are not known in advance
         self.labels = labels or self._labels()
         self.cache_hits: dict[str, bool] = {}
         self.train_features = None
@@ -208,17 +218,28 @@ class TaskDataModule(L.LightningDataModule):
             self.selection_set.split = SELECTION_SPLIT
 
     def train_dataloader(self):
+        collate = self.fmt.collator(self.tokenizer, self.settings, training=True)
+        if self.group_by_length:
+            sampler = LengthGroupedBatches(feature_lengths(self.train_features, self.fmt.length_column),
+                                           self.batch_size)
+            return DataLoader(self.train_features, batch_sampler=sampler, collate_fn=collate,
+                              **self._loader_options(persistent=True))
         return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
-                          collate_fn=self.fmt.collator(self.tokenizer, self.settings, training=True),
-                          num_workers=self.num_workers)
+                          collate_fn=collate, **self._loader_options(persistent=True))
 
-    def _eval_loader(self, eval_set: EvalSet):
+    def _eval_loader(self, eval_set: EvalSet, persistent: bool = False):
         return DataLoader(eval_set.features, batch_size=self.eval_batch_size, shuffle=False,
                           collate_fn=self.fmt.collator(self.tokenizer, self.settings, training=False),
-                          num_workers=self.num_workers)
+                          **self._loader_options(persistent))
+
+    def _loader_options(self, persistent: bool) -> dict:
+        # workers of a loader used again (each epoch, each validation) stay alive; pinned batches copy to the GPU
+        # without blocking
+        return {"num_workers": self.num_workers, "persistent_workers": persistent and self.num_workers > 0,
+                "pin_memory": torch.cuda.is_available()}
 
     def val_dataloader(self):
-        return [self._eval_loader(self.selection_set)] if self.selection_set else []
+        return [self._eval_loader(self.selection_set, persistent=True)] if self.selection_set else []
 
     def test_dataloader(self):
         return [self._eval_loader(s) for s in self.eval_sets]
@@ -231,3 +252,43 @@ class TaskDataModule(L.LightningDataModule):
             parts = examples["part"] if "part" in examples.column_names else None
             sizes[f"{eval_set.split}/{eval_set.lang}"] = parts.count("eval") if parts else len(examples)
         return sizes
+
+
+def feature_lengths(features, column: str) -> list[int]:
+    """Each feature's sequence length (the longest of its sequences, for multiple choice), read from Arrow."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    values = features.with_format("arrow")[column]
+    values = values.combine_chunks() if hasattr(values, "combine_chunks") else values
+    if not hasattr(values.type, "value_type") or not hasattr(values.type.value_type, "value_type"):
+        return pc.list_value_length(values).to_numpy(zero_copy_only=False).tolist()
+    inner = pc.list_value_length(pc.list_flatten(values)).to_numpy(zero_copy_only=False)
+    lengths = np.zeros(len(values), dtype=np.int64)
+    np.maximum.at(lengths, pc.list_parent_indices(values).to_numpy(zero_copy_only=False), inner)
+    return lengths.tolist()
+
+
+class LengthGroupedBatches:
+    """Batches of similar lengths, for less padding: each epoch shuffles the examples, cuts them into mega-batches
+    of `mega_batches` batches, sorts each mega-batch by length and cuts it into batches, and shuffles the batches.
+    Every example is used once per epoch; each batch still comes from a random part of the data."""
+
+    def __init__(self, lengths: list[int], batch_size: int, mega_batches: int = 50):
+        self.lengths, self.batch_size, self.mega = lengths, batch_size, batch_size * mega_batches
+        self.seed = int(torch.randint(2 ** 31, ()))  # from the global generator (seed_everything)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        batches = []
+        for start in range(0, len(order), self.mega):
+            group = sorted(order[start: start + self.mega], key=self.lengths.__getitem__, reverse=True)
+            batches += [group[i: i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[index]

@@ -5,6 +5,7 @@ fields of its format (datamodules/tasks.py: FORMAT_FIELDS). Bad data fails here,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,14 +95,29 @@ def _load_slice(piece: Slice, streaming: bool):
         builder = LOCAL_EXTENSIONS.get(piece.path.suffix)
         if builder is None:
             raise TaskError(f"data file {piece.path}: unsupported extension; valid: {', '.join(LOCAL_EXTENSIONS)}")
-        return datasets.load_dataset(builder, data_files=str(piece.path), split="train", streaming=streaming)
+        if streaming:
+            return datasets.load_dataset(builder, data_files=str(piece.path), split="train", streaming=True)
+        stat = piece.path.stat()  # a file changed on disk is loaded again
+        return _load_once(builder, None, "train", None, str(piece.path), stat.st_mtime_ns, stat.st_size)
     try:
-        return datasets.load_dataset(piece.source.dataset, piece.config, split=piece.split_name,
-                                     revision=piece.source.revision, streaming=streaming)
+        if streaming:
+            return datasets.load_dataset(piece.source.dataset, piece.config, split=piece.split_name,
+                                         revision=piece.source.revision, streaming=True)
+        return _load_once(piece.source.dataset, piece.config, piece.split_name, piece.source.revision)
     except ValueError as error:
         if "Unknown split" in str(error) or "Unknown config" in str(error) or "not found" in str(error):
             raise MissingData(f"{piece.describe()}: {error}") from error
         raise
+
+
+@functools.lru_cache(maxsize=64)
+def _load_once(path: str, config: str | None, split: str, revision: str | None, data_files: str | None = None,
+               mtime_ns: int = 0, size: int = 0):
+    """A dataset split, loaded once per process: one file or hub split often feeds many languages and splits
+    (XNLI: 15 languages x 2 splits, each a filter of the same file), and each load_dataset call costs ~10 ms."""
+    import datasets
+
+    return datasets.load_dataset(path, config, data_files=data_files, split=split, revision=revision)
 
 
 def _is_blank(path: Path) -> bool:

@@ -50,7 +50,9 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.fmt.step(self.encoder, self.head, batch, self.pad_id).loss
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["input_ids"]))
+        # only on the steps the logger writes (every log_every_n_steps): self.log costs time on every call
+        if self.trainer._logger_connector.should_update_logs:
+            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
 
     def _collect(self, batch, dataloader_idx: int) -> None:
@@ -99,7 +101,7 @@ class TaskModule(L.LightningModule):
         groups = [{"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": settings.weight_decay},
                   {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=settings.lr, eps=settings.adam_epsilon,
-                                      fused=self.device.type == "cuda")
+                                      fused=self.device.type in ("cuda", "cpu"))  # one kernel for all tensors
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_ratio), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

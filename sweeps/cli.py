@@ -62,6 +62,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-every", type=int, help="validate on English every N steps (default: each epoch)")
     group.add_argument("--patience", type=int, help="early stopping patience, in validations")
     group.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on GPU")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the encoder (GPU; on CPU it only adds a minute or two of compiling)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--tuning", default="full", choices=["full", "frozen_embeddings", "lora", "ia3"],
                        help="what trains besides the head (lora/ia3: peft adapters, merged into the checkpoint)")
@@ -128,7 +130,8 @@ def _run_config(args):
                       perturb_seed=args.perturb_seed, perturb_dictionary=args.dictionary,
                       adversarial=args.adversarial)
     train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
-                    "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank")
+                    "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank",
+                    "compile")
     train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
     return RunConfig(task=getattr(args, "task", ""), encoder=getattr(args, "encoder", "tiny-xlmr"), data=data,
                      train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name)

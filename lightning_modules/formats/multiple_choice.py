@@ -36,6 +36,8 @@ class MultipleChoice(Classification):
         hidden = encode(encoder, batch["input_ids"].view(-1, length), pad_id)[:, 0]
         logits = head(hidden).view(batch_size, num_choices)
         loss = F.cross_entropy(logits.float(), batch["label"])
+        if head.training:  # outputs are for scoring: none while training (no copy to the CPU, no wait for a GPU)
+            return StepOutput(loss, {})
         return StepOutput(loss, {"predicted": cpu(logits.argmax(-1)), "gold": cpu(batch["label"])})
 
 

@@ -53,6 +53,8 @@ class Tagging(Format):
     def step(self, encoder, head, batch, pad_id):
         logits = head(encode(encoder, batch["input_ids"], pad_id))
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+        if head.training:  # outputs are for scoring: none while training (no copy to the CPU, no wait for a GPU)
+            return StepOutput(loss, {})
         lengths = (batch["input_ids"] != pad_id).sum(-1).tolist()
         predicted = logits.argmax(-1).cpu()
         return StepOutput(loss, {"predicted": [row[:n].tolist() for row, n in zip(predicted, lengths)]})
