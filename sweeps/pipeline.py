@@ -76,8 +76,10 @@ def evaluate_phase(task: str, start: Start, data: DataConfig, uri: str, experime
 
 
 def _phase_tags(kind: str, key: str, start: Start, extra: dict | None) -> dict:
+    """A phase run's tags; it carries its trial's tags too (study, trial, task ...), but is of kind `phase`."""
     return {"xstilts.phase": kind, "xstilts.phase_key": key, "xstilts.started_from": start.label,
-            "xstilts.started_from_run_id": start.run_id or "", "xstilts.start_encoder": start.key, **(extra or {})}
+            "xstilts.started_from_run_id": start.run_id or "", "xstilts.start_encoder": start.key, **(extra or {}),
+            "xstilts.kind": "phase"}
 
 
 def checkpoint_folder(run_id: str, uri: str) -> Path:

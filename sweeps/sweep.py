@@ -25,17 +25,35 @@ from datamodules.tasks import load_registry
 from sweeps.experiment import Experiment, load_experiment
 from sweeps.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.run import TrainConfig
-from sweeps.tracking import default_store, git_commit, tracking_uri
+from sweeps.tracking import database_url, default_store, git_commit, tracking_uri
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# what fills a study's trial budget: finished trials, and those a worker runs now or will run (a killed worker's
+# trial, queued again as WAITING); a re-run of a finished study or a second worker adds no trial beyond the budget
+BUDGET_STATES = FINISHED_STATES + (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
+
+class TrialBudget:
+    """Stops `study.optimize` once the budget is taken (optuna's MaxTrialsCallback counts only finished trials,
+    so each call, and each parallel worker, would still start one more)."""
+
+    def __init__(self, trials: int):
+        self.trials = trials
+
+    def left(self, study: optuna.Study) -> int:
+        return self.trials - len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.left(study) <= 0:
+            study.stop()
 
 
 def storage_url(explicit: str | None) -> str:
     if explicit:
-        return explicit
+        return database_url(explicit)
     default_store().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{default_store() / 'optuna.db'}"
 
@@ -179,15 +197,16 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
             client.log_metric(trial_run.run_id, "objective", result.selection_score)
             return result.selection_score
 
-    mark_abandoned_runs(study, sweep.uri)
-    study.optimize(objective, timeout=sweep.remaining(), catch=(),
-                   callbacks=[optuna.study.MaxTrialsCallback(sweep.experiment.trials, states=FINISHED_STATES)])
+    mark_abandoned_runs(study, sweep)
+    budget = TrialBudget(sweep.experiment.trials)
+    if budget.left(study) > 0:
+        study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
     wait_for_other_workers(study)
     retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     if retries:  # trials of a killed worker, queued again by the storage's RetryFailedTrialCallback
         study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
         wait_for_other_workers(study)
-    mark_abandoned_runs(study, sweep.uri)
+    mark_abandoned_runs(study, sweep)
     log_study_plots(study, sweep)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
@@ -208,19 +227,20 @@ def wait_for_other_workers(study: optuna.Study) -> None:
         time.sleep(HEARTBEAT_SECONDS)
 
 
-def mark_abandoned_runs(study: optuna.Study, uri: str) -> None:
-    """MLflow runs of trials a killed worker left behind still say RUNNING: mark them (and their phase runs) failed."""
-    client = mlflow.MlflowClient(uri)
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        run_id = trial.user_attrs.get("mlflow_trial_run_id")
-        if not run_id:
-            continue
-        run = client.get_run(run_id)
-        children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
-        for abandoned in [run, *children]:
-            if abandoned.info.status == "RUNNING":
-                client.set_terminated(abandoned.info.run_id, "FAILED")
-                client.set_tag(abandoned.info.run_id, "xstilts.abandoned", "worker died")
+def mark_abandoned_runs(study: optuna.Study, sweep: Sweep) -> None:
+    """MLflow runs of trials a killed worker left behind still say RUNNING: mark them (and their phase runs) failed.
+    Found by the study and trial number they are tagged with: a worker killed right after creating its trial run has
+    not stored the run's id in the trial yet."""
+    failed = {str(t.number) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+    client = mlflow.MlflowClient(sweep.uri)
+    found = client.get_experiment_by_name(sweep.experiment.name)
+    if not failed or found is None:
+        return
+    query = f"tags.`xstilts.study` = '{study.study_name}' and attributes.status = 'RUNNING'"
+    for abandoned in client.search_runs([found.experiment_id], query, max_results=50000):
+        if abandoned.data.tags.get("xstilts.trial") in failed:
+            client.set_terminated(abandoned.info.run_id, "FAILED")
+            client.set_tag(abandoned.info.run_id, "xstilts.abandoned", "worker died")
 
 
 def log_study_plots(study: optuna.Study, sweep: Sweep) -> None:
@@ -286,8 +306,13 @@ def _intermediate_start(sweep: Sweep, sequence: tuple[str, ...], base: Start) ->
 
 def launch_workers(path: str, workers: int, storage: str | None, uri: str | None) -> int:
     """Run `workers` sweep processes on the same studies; returns the worst exit code."""
+    storage, uri = storage_url(storage), tracking_uri(uri)
+    # the stores' tables are created here, once: workers starting together would race to create them (MLflow's
+    # migrations take seconds on PostgreSQL)
+    rdb_storage(storage)
+    mlflow.MlflowClient(uri).search_experiments(max_results=1)
     command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(path)), "--workers", "1"]
-    command += ["--storage", storage_url(storage), "--tracking-uri", tracking_uri(uri)]
+    command += ["--storage", storage, "--tracking-uri", uri]
     processes = []
     for index in range(workers):
         processes.append(subprocess.Popen(command + ["--worker-index", str(index)]))

@@ -23,11 +23,22 @@ def default_store() -> Path:
     return project_root() / "mlruns"
 
 
+def database_url(url: str) -> str:
+    """A database URL SQLAlchemy can open here: it reads a bare `postgresql://` with psycopg 3 (SQLAlchemy 2.1);
+    where only psycopg2 is installed (the dev extra's psycopg2-binary), the URL names that driver."""
+    if url.startswith("postgresql://"):
+        from importlib.util import find_spec
+
+        if find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def tracking_uri(explicit: str | None = None) -> str:
     if explicit:
-        return explicit
+        return database_url(explicit)
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        return database_url(os.environ["MLFLOW_TRACKING_URI"])
     default_store().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{default_store() / 'mlflow.db'}"
 

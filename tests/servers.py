@@ -1,0 +1,159 @@
+"""Real servers for the tests: a throw-away PostgreSQL 15 cluster (and free ports, and process-group handling for
+the `xstilts` subprocesses the tests start and stop).
+
+PostgreSQL refuses to run as root: as root, every PostgreSQL command runs as the `postgres` user through `runuser`,
+on a data folder it owns under /tmp (pytest's tmp_path is not readable by other users). Nothing is installed here;
+`.ci/run` installs the Debian package `postgresql` on CI machines, and the tests skip where it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("XSTILTS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_USER = "xstilts"  # the cluster's superuser (trust authentication on 127.0.0.1 only)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """Terminate a subprocess started with start_new_session=True and everything it started (its process group);
+    kill the group if it is still there after `grace` seconds."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group (the server's own workers)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def postgres_missing() -> str | None:
+    """Why no PostgreSQL cluster can be started here, or None."""
+    for program in ("initdb", "pg_ctl", "postgres"):
+        if not (PG_BIN / program).exists():
+            return (f"PostgreSQL 15 is not installed ({PG_BIN / program} is missing; Debian: apt-get install "
+                    f"postgresql, as .ci/run does)")
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            return "running as root without runuser: PostgreSQL refuses to run as root"
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no `postgres` user to run PostgreSQL as"
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return "psycopg2 is not installed"
+    return None
+
+
+class Postgres:
+    """One PostgreSQL cluster on 127.0.0.1:<port> with its data under a fresh folder in /tmp."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="xstilts-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+
+    def _command(self, program: str, *args: str) -> list[str]:
+        command = [str(PG_BIN / program), *args]
+        return ["runuser", "-u", "postgres", "--", *command] if self.as_root else command
+
+    def _run(self, program: str, *args: str, timeout: float = 120) -> None:
+        done = subprocess.run(self._command(program, *args), capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            log = self.log.read_text()[-3000:] if self.log.exists() else ""
+            raise RuntimeError(f"{program} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n"
+                               f"{done.stderr}\n{log}")
+
+    def start(self) -> Postgres:
+        self._run("initdb", "-D", str(self.data), "-U", PG_USER, "-A", "trust", "-E", "UTF8", "--no-locale",
+                  "--no-sync")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "120", "start")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        connection = psycopg2.connect(self.url())
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+        return self.url(name)
+
+    def pid(self) -> int | None:
+        pid_file = self.data / "postmaster.pid"
+        try:
+            return int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        """pg_ctl stop (fast shutdown); if the server is still up after it (its postmaster.pid left), its
+        postmaster by that process id."""
+        if self.pid() is not None:
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", timeout=90)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+        pid = self.pid()  # None once the server has shut down: it removes the file last
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+                deadline = time.time() + 30
+                while time.time() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.2)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server():
+    server = Postgres()
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -1,0 +1,82 @@
+"""`xstilts ui` starts a real `mlflow server` on 127.0.0.1 against a store, prints its address, and serves the store's
+runs over MLflow's REST API; terminating its process group stops the server too."""
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from servers import free_port, port_open, stop_group
+from sweeps.tracking import tracked_run
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def lines_of(stream) -> queue.Queue:
+    """The stream's lines, read on a thread (readline alone would block past any deadline)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def wait_for_address(lines: queue.Queue, timeout: float) -> tuple[str, list[str]]:
+    seen, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        seen.append(line)
+        if "MLflow UI at http://" in line:
+            return line.split("MLflow UI at ", 1)[1].split()[0], seen
+    raise AssertionError("xstilts ui printed no address:\n" + "".join(seen[-50:]))
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_ui_serves_the_store_over_the_rest_api(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracked_run(uri, "ui-check", "a-finished-run", {"xstilts.kind": "check"}) as run:
+        run.log_metrics({"score": 0.75})
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("ui-check").experiment_id
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri", uri],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        address, _ = wait_for_address(lines_of(ui.stdout), timeout=120)
+        assert address == f"http://127.0.0.1:{port}"
+        found = post(f"{address}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})
+        (served,) = found["runs"]
+        assert served["info"]["run_id"] == run.run_id and served["info"]["status"] == "FINISHED"
+        assert {"key": "score", "value": 0.75} in [{k: m[k] for k in ("key", "value")}
+                                                   for m in served["data"]["metrics"]]
+        assert {"key": "xstilts.kind", "value": "check"} in served["data"]["tags"]
+    finally:
+        stop_group(ui)
+    deadline = time.time() + 30
+    while port_open(port) and time.time() < deadline:  # nothing of the server is left listening
+        time.sleep(0.5)
+    assert not port_open(port)
