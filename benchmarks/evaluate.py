@@ -1,0 +1,132 @@
+"""Zero-shot evaluation throughput: `sweeps.run.evaluate` (what `xstilts evaluate CHECKPOINT` runs) over every
+language of a task, on the fixtures repeated to a realistic size, from a checkpoint of the given encoder with a
+fresh head (scores are meaningless; the work is the same). Counts how many times the model is loaded.
+
+    python benchmarks/evaluate.py --model tiny-xlmr --task xnli
+    python benchmarks/evaluate.py --model multilingual-e5-small --task panx --repeat 10
+
+XNLI's fixtures hold 80 rows per language and split, PAN-X's 80 per language in validation and test; --repeat 25
+makes 2,000 per language and split (XNLI's real test sets hold 5,010). The first run (tokenizing, caching) is
+timed apart; then --repeats runs in this process with the feature cache warm, and the table shows medians.
+Writes benchmarks/results/evaluate-<model>-<task>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny-xlmr")
+    parser.add_argument("--task", default="xnli")
+    parser.add_argument("--repeat", type=int, default=25, help="fixture rows repeated this many times")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    _common.add_threads_option(parser)
+    return parser.parse_args()
+
+
+def make_checkpoint(folder: Path, model: str, task_name: str, max_length: int) -> Path:
+    from datamodules.tasks import get_task, load_registry
+    from lightning_modules.checkpoint import save_checkpoint
+    from lightning_modules.encoders import load_encoder
+    from lightning_modules.formats import get_format
+
+    registry = load_registry()
+    task = get_task(task_name, registry)
+    encoder, tokenizer = load_encoder(model)
+    head = get_format(task.format).build_head(encoder, task, task.labels)
+    meta = {"task": task.name, "format": task.format, "labels": task.labels, "train_task": task.train_task or task.name,
+            "encoder_source": model, "max_length": max_length, "doc_stride": max_length // 2, "run_id": "benchmark"}
+    return save_checkpoint(folder, encoder, tokenizer, head, meta)
+
+
+class Counters:
+    """Wraps load_encoder and Trainer.test to count model loads and time the evaluation loop itself."""
+
+    def __init__(self):
+        import lightning as L
+
+        import lightning_modules.encoders as encoders
+
+        self.loads, self.test_s, self.examples = 0, 0.0, 0
+        original_load, original_test = encoders.load_encoder, L.Trainer.test
+
+        def load_encoder(*args, **kwargs):
+            self.loads += 1
+            return original_load(*args, **kwargs)
+
+        def test(trainer, module, datamodule=None, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original_test(trainer, module, datamodule=datamodule, **kwargs)
+            finally:
+                self.test_s += time.perf_counter() - start
+                self.examples += sum(len(s.features) for s in datamodule.eval_sets)
+
+        encoders.load_encoder, L.Trainer.test = load_encoder, test
+
+    def reset(self):
+        self.loads, self.test_s, self.examples = 0, 0.0, 0
+
+
+def timed_evaluate(checkpoint: Path, config, counters: Counters) -> dict:
+    from sweeps.run import evaluate
+
+    counters.reset()
+    start = time.perf_counter()
+    result = evaluate(str(checkpoint), config)
+    wall = time.perf_counter() - start
+    languages = sorted({key.split("/")[1] for key in result.scores if key.count("/") == 2} - {"mean", "zero_shot_mean"})
+    return {"wall_s": wall, "test_loop_s": counters.test_s, "examples": counters.examples,
+            "model_loads": counters.loads, "languages": len(languages),
+            "examples_per_s": counters.examples / wall, "loop_examples_per_s": counters.examples / counters.test_s}
+
+
+def main() -> None:
+    args = parse_args()
+    _common.limit_threads(args.threads)
+    import logging
+
+    from sweeps.run import DataConfig, RunConfig, TrainConfig
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    data_dir = _common.repeated_fixtures(args.repeat)
+    counters = Counters()
+    with tempfile.TemporaryDirectory(prefix="xstilts-bench-") as tmp:
+        checkpoint = make_checkpoint(Path(tmp) / "checkpoint", args.model, args.task, args.max_length)
+        config = RunConfig(task=args.task, encoder=args.model, tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                           experiment="bench", data=DataConfig(data_dir=str(data_dir)),
+                           train=TrainConfig(eval_batch_size=args.eval_batch_size))
+        first = timed_evaluate(checkpoint, config, counters)
+        print(f"  first run (tokenizes unless cached before): {first['wall_s']:.2f} s", flush=True)
+        runs = []
+        for repeat in range(args.repeats):
+            runs.append(timed_evaluate(checkpoint, config, counters))
+            print(f"  repeat {repeat + 1}/{args.repeats}: {runs[-1]['wall_s']:.2f} s, "
+                  f"{runs[-1]['examples_per_s']:.0f} examples/s", flush=True)
+    keys = ["wall_s", "test_loop_s", "examples_per_s", "loop_examples_per_s"]
+    summary = _common.summarize(runs, keys)
+    row = {"model": args.model, "task": args.task, "languages": runs[0]["languages"], "examples": runs[0]["examples"],
+           "model_loads": runs[0]["model_loads"], **{k: summary[k]["median"] for k in keys}}
+    print(f"\nevaluate(): every language of {args.task} with data ({runs[0]['languages']}), validation and test; "
+          f"medians of {args.repeats}, features cached")
+    _common.print_table([row], [("model", "model", ""), ("languages", "languages", ""), ("examples", "examples", ""),
+                                ("model_loads", "model loads", ""), ("wall_s", "evaluate() s", ".2f"),
+                                ("test_loop_s", "test loop s", ".2f"), ("examples_per_s", "examples/s", ".0f"),
+                                ("loop_examples_per_s", "loop examples/s", ".0f")])
+    _common.write_results(f"evaluate-{args.model}-{args.task}", {
+        "settings": vars(args), "table": [row], "first_run": first, "summary": summary, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()

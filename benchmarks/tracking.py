@@ -1,0 +1,130 @@
+"""What MLflow tracking costs: the wall time of `sweeps.run.fit` (200 training steps, English validation each
+epoch, evaluation, checkpoint) logging to MLflow as it always does (parameters, train/loss every 10 steps through
+Lightning's MLflow logger, validation and test scores, the checkpoint as an artifact) against the same `fit` with
+tracking replaced by a run that records nothing.
+
+    python benchmarks/tracking.py
+    python benchmarks/tracking.py --model multilingual-e5-small --steps 50
+
+Both variants run in one process, interleaved, after one untimed run of each (imports, model conversion, feature
+cache, MLflow store creation); the import of mlflow itself is timed apart, in a fresh interpreter. The store is a
+temporary sqlite database. Writes benchmarks/results/tracking-<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny-xlmr")
+    parser.add_argument("--task", default="panx")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=10, help="fixture rows repeated this many times")
+    parser.add_argument("--languages", default="en,de", help="evaluation languages")
+    parser.add_argument("--repeats", type=int, default=5)
+    _common.add_threads_option(parser)
+    return parser.parse_args()
+
+
+class NullRun:
+    """A tracked run that records nothing: `fit` with logging off."""
+
+    run_id = "off"
+
+    def __getattr__(self, name):
+        if name.startswith(("log_", "set_")):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def lightning_logger(self):
+        return False
+
+
+@contextlib.contextmanager
+def untracked_run(*args, **kwargs):
+    yield NullRun()
+
+
+def timed_fit(config, tracking: bool) -> float:
+    import sweeps.tracking
+    from sweeps.run import fit
+
+    original = sweeps.tracking.tracked_run
+    if not tracking:
+        sweeps.tracking.tracked_run = untracked_run
+    try:
+        start = time.perf_counter()
+        fit(config)
+        return time.perf_counter() - start
+    finally:
+        sweeps.tracking.tracked_run = original
+
+
+def mlflow_import_s(repeats: int = 3) -> float:
+    code = "import time; t = time.perf_counter(); import mlflow; print(time.perf_counter() - t)"
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+             for _ in range(repeats)]
+    return _common.median(times)
+
+
+def main() -> None:
+    args = parse_args()
+    _common.limit_threads(args.threads)
+    import logging
+    import math
+
+    from sweeps.run import DataConfig, RunConfig, TrainConfig
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    data_dir = _common.repeated_fixtures(args.repeat)
+    with tempfile.TemporaryDirectory(prefix="xstilts-bench-") as tmp:
+        train_rows = 400 * args.repeat
+        config = RunConfig(
+            task=args.task, encoder=args.model, tracking_uri=f"sqlite:///{tmp}/mlflow.db", experiment="bench",
+            data=DataConfig(data_dir=str(data_dir), languages=tuple(args.languages.split(","))),
+            train=TrainConfig(max_steps=args.steps, batch_size=args.batch_size,
+                              epochs=math.ceil(args.steps * args.batch_size / train_rows) + 1))
+        for tracking in (True, False):  # warm-up: imports, store creation, cached features
+            timed_fit(config, tracking)
+        runs = {"mlflow": [], "off": []}
+        for repeat in range(args.repeats):
+            for name in runs:
+                runs[name].append(timed_fit(config, name == "mlflow"))
+                print(f"  repeat {repeat + 1}/{args.repeats} {name:<7} {runs[name][-1]:.2f} s", flush=True)
+        import mlflow
+
+        client = mlflow.MlflowClient(config.tracking_uri)
+        last = client.search_runs([client.get_experiment_by_name("bench").experiment_id], max_results=1)[0]
+        logged = {"metrics": len(last.data.metrics), "train_loss_points":
+                  len(client.get_metric_history(last.info.run_id, "train/loss")), "params": len(last.data.params),
+                  "artifacts": [a.path for a in client.list_artifacts(last.info.run_id)]}
+    on, off = _common.median(runs["mlflow"]), _common.median(runs["off"])
+    rows = [{"variant": "logging off", "wall_s": off, "overhead": None},
+            {"variant": "MLflow logging", "wall_s": on, "overhead": on / off - 1}]
+    print(f"\n{args.model} on {args.task}: fit() with {args.steps} steps of {args.batch_size}; medians of "
+          f"{args.repeats}")
+    _common.print_table(rows, [("variant", "variant", ""), ("wall_s", "fit() wall s", ".2f"),
+                               ("overhead", "added by logging", "+.1%")])
+    import_s = mlflow_import_s()
+    print(f"what the logged run holds: {logged}")
+    print(f"import mlflow in a fresh interpreter (paid once per process, by every xstilts command that tracks): "
+          f"{import_s:.2f} s")
+    _common.write_results(f"tracking-{args.model}", {
+        "settings": vars(args), "table": rows, "overhead": on / off - 1, "runs": runs, "logged": logged,
+        "mlflow_import_s": import_s})
+
+
+if __name__ == "__main__":
+    main()
