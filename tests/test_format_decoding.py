@@ -1,7 +1,9 @@
-"""Sub-token predictions mapped back to words and to answer text, checked on hand-made cases."""
+"""Sub-token predictions mapped back to words and to answer text, and dynamic padding, checked on hand-made
+cases."""
 
 import numpy as np
 
+from lightning_modules.formats.base import pad
 from lightning_modules.formats.span_qa import answer_positions, best_answers
 from lightning_modules.formats.tagging import IGNORE, first_subtoken_alignment, words_from_subtokens
 
@@ -20,6 +22,12 @@ def test_a_word_lost_to_truncation_gets_the_fallback_label():
     # only the first two of three words fit
     _, word_index = first_subtoken_alignment([None, 0, 1, None], [1, 2, 1])
     assert words_from_subtokens([0, 1, 2, 0], word_index, 3, fallback=0) == [1, 2, 0]
+
+
+def test_batches_are_padded_to_their_longest_row():
+    batch = pad([[5, 6, 7], [8], []], value=1)
+    assert str(batch.dtype) == "torch.int64"
+    assert batch.tolist() == [[5, 6, 7], [8, 1, 1], [1, 1, 1]]
 
 
 def test_answer_positions_inside_and_outside_a_window():

