@@ -90,17 +90,21 @@ class Format:
 
 
 class LinearHead(nn.Module):
-    """dropout -> dense -> tanh -> dropout -> out: the RoBERTa classification head, used on one token."""
+    """dropout -> dense -> tanh -> dropout -> out: the RoBERTa classification head, used on one token; without the
+    pooler (tagging), dropout -> out: the token-classification head."""
 
     def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1, pooler: bool = True):
         super().__init__()
+        self.pooler = pooler
         self.dense = nn.Linear(hidden_size, hidden_size) if pooler else nn.Identity()
         self.activation = nn.Tanh() if pooler else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(self.activation(self.dense(self.dropout(hidden)))))
+        if self.pooler:
+            hidden = self.activation(self.dense(self.dropout(hidden)))
+        return self.out(self.dropout(hidden))
 
 
 def hidden_size(encoder) -> int:
