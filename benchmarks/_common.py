@@ -80,8 +80,9 @@ def add_threads_option(parser) -> None:
 
 def machine() -> dict:
     """What the numbers were measured on."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "cpu": _cpu_name(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
+            "cpu": _cpu_name(), "memory_gib": round(memory / 2 ** 30, 1),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
     try:
         import torch

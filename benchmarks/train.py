@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,8 @@ def run_xstilts(p: dict) -> dict:
     datamodule.setup("fit")  # tokenizes (or loads cached features) before the clock starts, as fit() does
     head = fmt.build_head(encoder, prepared.task, datamodule.labels)
     module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id,
-                        OptimizerSettings(lr=train.lr, weight_decay=train.weight_decay, warmup_ratio=train.warmup_ratio))
+                        OptimizerSettings(lr=train.lr, weight_decay=train.weight_decay,
+                                          warmup_ratio=train.warmup_ratio))
     if p["compile"]:  # as fit() does for TrainConfig.compile
         module.encoder.compile(dynamic=True)
     counter = BatchCounter(tokenizer.pad_token_id)
@@ -121,10 +123,13 @@ class BatchCounter:
 
     def __init__(self, pad_id: int):
         self.pad_id, self.steps, self.padded, self.real, self.steady_start, self.end = pad_id, 0, 0, 0, None, None
+        self.starts: list[float] = []  # each step's start
 
     def batch(self, input_ids) -> None:
+        now = time.perf_counter()
+        self.starts.append(now)
         if self.steps == WARMUP_STEPS:
-            self.steady_start = time.perf_counter()
+            self.steady_start = now
         self.steps += 1
         self.padded += input_ids.numel()
         self.real = self.real + (input_ids != self.pad_id).sum()  # a tensor: no device sync per step
@@ -135,9 +140,15 @@ class BatchCounter:
     def steady_s(self) -> float | None:
         return None if self.steady_start is None else self.end - self.steady_start
 
+    def median_step_s(self) -> float | None:
+        """The median duration of a step after the warm-up: unlike the total, a step slowed by another job on
+        the machine moves it little. (On a GPU the host runs ahead of the device: use the totals there.)"""
+        steps = [b - a for a, b in zip(self.starts, self.starts[1:] + [self.end])][WARMUP_STEPS:]
+        return statistics.median(steps) if steps else None
+
     def as_dict(self) -> dict:
         return {"steps": self.steps, "padded_tokens": self.padded, "real_tokens": int(self.real),
-                "steady_steps": self.steps - WARMUP_STEPS}
+                "steady_steps": self.steps - WARMUP_STEPS, "median_step_s": self.median_step_s()}
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.batch(batch["input_ids"])
@@ -264,14 +275,17 @@ def child(p: dict) -> dict:
     result["examples_per_s"] = examples / result["wall_s"]
     if result["steady_s"]:
         result["steady_examples_per_s"] = result["steady_steps"] * p["batch_size"] / result["steady_s"]
+    if result["median_step_s"]:
+        result["median_step_examples_per_s"] = p["batch_size"] / result["median_step_s"]
     result["padding_fraction"] = 1 - result["real_tokens"] / result["padded_tokens"]
     return result
 
 
 # ---------------------------------------------------------------------- the comparison (parent process)
 
-KEYS = ["examples_per_s", "steady_examples_per_s", "wall_s", "padded_tokens", "real_tokens", "padding_fraction",
-        "peak_rss_mib", "peak_rss_growth_mib", "cuda_peak_allocated_mib"]
+KEYS = ["examples_per_s", "steady_examples_per_s", "median_step_examples_per_s", "wall_s", "median_step_s",
+        "padded_tokens", "real_tokens", "padding_fraction", "peak_rss_mib", "peak_rss_growth_mib",
+        "cuda_peak_allocated_mib"]
 
 
 def main() -> None:
@@ -297,21 +311,23 @@ def main() -> None:
             print(f"  repeat {repeat + 1}/{args.repeats} {variant:<22} {result['examples_per_s']:8.1f} examples/s",
                   flush=True)
     summary = {v: _common.summarize(r, KEYS) for v, r in runs.items()}
-    plain = summary.get("plain", {}).get("examples_per_s", {}).get("median")
-    pad_max = summary.get("plain-pad-max", {}).get("examples_per_s", {}).get("median")
-    fused = summary.get("plain-fused", {}).get("examples_per_s", {}).get("median")
-    rows = []
-    for variant, stats in summary.items():
-        speed = stats["examples_per_s"]["median"]
-        rows.append({"variant": variant, **{k: stats[k]["median"] for k in KEYS},
-                     "vs_plain": speed / plain if plain else None, "vs_plain_fused": speed / fused if fused else None,
-                     "vs_pad_max": speed / pad_max if pad_max else None})
+    rows = [{"variant": variant, **{k: stats[k]["median"] for k in KEYS}} for variant, stats in summary.items()]
+    # ratios of the whole runs' rates, and of the median steps' (the one a busy machine disturbs least)
+    references = (("plain", "vs_plain"), ("plain-fused", "vs_plain_fused"), ("plain-pad-max", "vs_pad_max"))
+    for key, suffix in (("examples_per_s", ""), ("median_step_examples_per_s", "_step")):
+        reference = {row["variant"]: row[key] for row in rows}
+        for row in rows:
+            for other, label in references:
+                if reference.get(other) and row[key]:
+                    row[label + suffix] = row[key] / reference[other]
     print(f"\n{args.model} on {args.task}: {args.steps} steps of {args.batch_size}, max_length {args.max_length}, "
           f"{args.precision}, {device()}; medians of {args.repeats}")
     _common.print_table(rows, [("variant", "variant", ""), ("examples_per_s", "examples/s", ".1f"),
-                               ("steady_examples_per_s", f"steady (after {WARMUP_STEPS})", ".1f"),
+                               ("median_step_examples_per_s", "median step: ex/s", ".1f"),
                                ("vs_plain", "x plain", ".2f"), ("vs_plain_fused", "x plain-fused", ".2f"),
-                               ("vs_pad_max", "x pad-max", ".2f"),
+                               ("vs_pad_max", "x pad-max", ".2f"), ("vs_plain_step", "step x plain", ".2f"),
+                               ("vs_plain_fused_step", "step x plain-fused", ".2f"),
+                               ("vs_pad_max_step", "step x pad-max", ".2f"),
                                ("padding_fraction", "padding", ".0%"), ("peak_rss_mib", "peak RSS MiB", ".0f"),
                                ("peak_rss_growth_mib", "RSS growth MiB", ".0f"),
                                ("cuda_peak_allocated_mib", "CUDA peak MiB", ".0f")])

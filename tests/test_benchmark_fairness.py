@@ -1,0 +1,42 @@
+"""The training benchmark compares like with like: over one epoch, xstilts and the plain PyTorch + transformers loop
+of benchmarks/train.py see the same sub-tokens (same data, same tokenization and truncation), dynamic padding pads
+far less than padding to the maximum length, and every variant runs the steps it was asked for. No timing is
+asserted here: speed is measured by the benchmark itself (benchmarks/README.md)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from training import FIXTURES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import train as benchmark  # noqa: E402
+
+ROWS = 400  # PAN-X.en's training fixture
+BATCH, STEPS, MAX_LENGTH = 16, 25, 64  # 25 x 16 = 400: exactly one epoch
+
+
+@pytest.fixture(scope="module")
+def one_epoch():
+    base = {"model": "tiny-xlmr", "task": "panx", "steps": STEPS, "batch_size": BATCH, "max_length": MAX_LENGTH,
+            "data_dir": str(FIXTURES), "train_rows": ROWS, "precision": "32-true", "num_workers": 0,
+            "compile": False, "seed": 0}
+    return {variant: benchmark.child({**base, "variant": variant})
+            for variant in ("plain", "plain-pad-max", "xstilts", "xstilts-grouped")}
+
+
+def test_every_variant_trains_the_same_subtokens(one_epoch):
+    assert len((FIXTURES / benchmark.PLAIN_DATA["panx"][0]).read_text().splitlines()) == ROWS
+    real = {variant: result["real_tokens"] for variant, result in one_epoch.items()}
+    assert len(set(real.values())) == 1, real
+    assert all(result["steps"] == STEPS for result in one_epoch.values())
+
+
+def test_padding_to_the_maximum_pads_every_batch_to_it(one_epoch):
+    assert one_epoch["plain-pad-max"]["padded_tokens"] == STEPS * BATCH * MAX_LENGTH
+    dynamic = one_epoch["plain"]["padded_tokens"]
+    assert one_epoch["xstilts"]["padded_tokens"] < one_epoch["plain-pad-max"]["padded_tokens"] / 2
+    assert dynamic < one_epoch["plain-pad-max"]["padded_tokens"] / 2
+    assert one_epoch["xstilts-grouped"]["padded_tokens"] < one_epoch["xstilts"]["padded_tokens"]
+    result = one_epoch["xstilts"]
+    assert result["padding_fraction"] == pytest.approx(1 - result["real_tokens"] / result["padded_tokens"])
