@@ -8,20 +8,21 @@ Prints a table and writes benchmarks/results/retrieval_mining.json.
 """
 
 import argparse
-import json
-import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import torch
 
-from lightning_modules.metrics.retrieval import DEFAULT_BATCH, bucc_mine
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+from lightning_modules.metrics.retrieval import DEFAULT_BATCH, bucc_mine  # noqa: E402
 
 GIB = 2 ** 30
 FULL_SIZE = 200_000
-RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_mining.json"
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,7 +33,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per block on each side")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args()
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict:
     scale = (FULL_SIZE / args.n) ** 2
     return {
         "n": args.n, "dim": args.dim, "k": args.k, "batch_size": args.batch_size, "device": args.device,
-        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
         "generate_s": generate_s, "mine_s": mine_s, "candidates": len(pairs),
         "gflops": 2 * args.n * args.n * args.dim / mine_s / 1e9,
         "input_gib": 2 * args.n * args.dim * 4 / GIB,
@@ -81,9 +81,7 @@ def main() -> None:
     args = parse_args()
     result = run(args)
     print_table(result)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.output}")
+    _common.write_results("retrieval_mining", {"settings": vars(args), "result": result})
 
 
 if __name__ == "__main__":
