@@ -253,9 +253,11 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
             selection_score = float(best.best_model_score)
         trainer.test(module, datamodule=datamodule, verbose=False)
-        checkpoint = save_checkpoint(Path(tmp) / "checkpoint", merged(module.encoder), tokenizer, head,
+        in_place = run.artifact_folder("checkpoint")
+        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", merged(module.encoder), tokenizer, head,
                                      _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
-        run.log_artifacts(checkpoint, "checkpoint")
+        if in_place is None:
+            run.log_artifacts(checkpoint, "checkpoint")
         run.log_dict(module.scores, "scores.json")
         if selection_score is None:  # no English validation data: the final English score stands in
             selection_score = module.scores.get(f"validation/{prepared.train_task.train_language}/"

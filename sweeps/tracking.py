@@ -104,6 +104,15 @@ class Run:
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
+    def artifact_folder(self, artifact_path: str) -> Path | None:
+        """Where an artifact of this run lies when the run's artifacts are on this machine's disk (a sqlite store's):
+        a large artifact is then written there in place, not written elsewhere and copied. None for a server's."""
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        uri = urlparse(self.client.get_run(self.run_id).info.artifact_uri)
+        return Path(url2pathname(uri.path)) / artifact_path if uri.scheme == "file" else None
+
     def log_dict(self, data: dict, file_name: str) -> None:
         self.client.log_dict(self.run_id, data, file_name)
 
@@ -131,7 +140,9 @@ def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = No
     all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.runName": run_name, **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    created = client.create_run(experiment_id(client, uri, experiment), run_name=run_name, tags=all_tags)
+    # a tracking server takes string tag values only (a sqlite store converts them itself)
+    created = client.create_run(experiment_id(client, uri, experiment), run_name=run_name,
+                                tags={key: str(value) for key, value in all_tags.items()})
     status = RunStatus.FAILED
     try:
         yield Run(client, uri, created.info.run_id)

@@ -1,5 +1,6 @@
 """`xstilts ui` starts a real `mlflow server` on 127.0.0.1 against a store, prints its address, and serves the store's
-runs over MLflow's REST API; terminating its process group stops the server too."""
+runs over MLflow's REST API; a run tracked through it stores its checkpoint in the server's artifact store;
+terminating its process group stops the server too."""
 
 import json
 import queue
@@ -13,6 +14,7 @@ import mlflow
 import pytest
 
 from servers import free_port, port_open, stop_group
+from sweeps.cli import main
 from sweeps.tracking import tracked_run
 
 pytestmark = pytest.mark.timeout(300)
@@ -74,6 +76,16 @@ def test_ui_serves_the_store_over_the_rest_api(tmp_path):
         assert {"key": "score", "value": 0.75} in [{k: m[k] for k in ("key", "value")}
                                                    for m in served["data"]["metrics"]]
         assert {"key": "xstilts.kind", "value": "check"} in served["data"]["tags"]
+        # a checkpoint cannot be written in place into a server's artifacts: it is uploaded
+        assert main(["fit", "panx", "--data-dir", "fixtures", "--languages", "en", "--eval-splits", "test",
+                     "--max-train-examples", "32", "--max-eval-examples", "16", "--max-steps", "2", "--batch-size",
+                     "8", "--max-length", "32", "--tracking-uri", address, "--experiment", "served"]) == 0
+        served_client = mlflow.MlflowClient(address)
+        (fitted,) = served_client.search_runs([served_client.get_experiment_by_name("served").experiment_id])
+        assert fitted.info.status == "FINISHED" and fitted.info.artifact_uri.startswith("mlflow-artifacts:")
+        files = {a.path for a in served_client.list_artifacts(fitted.info.run_id, "checkpoint")}
+        assert {"checkpoint/encoder", "checkpoint/head.safetensors", "checkpoint/xstilts.json"} <= files
+        assert (tmp_path / "mlartifacts").is_dir()
     finally:
         stop_group(ui)
     deadline = time.time() + 30
