@@ -51,7 +51,7 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self.fmt.step(self.encoder, self.head, batch, self.pad_id).loss
         # only on the steps the logger writes (every log_every_n_steps): self.log costs time on every call
-        if self.trainer._logger_connector.should_update_logs:
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
 
