@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast clean-models
+.PHONY: setup demo test test-fast bench clean-models
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ test: setup
 
 test-fast: setup
 	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow"
+
+# every benchmark with the settings benchmarks/README.md reports (about an hour on 2 cores; results in
+# benchmarks/results/); not part of the tests
+bench: setup
+	$(OFFLINE) $(BIN)/python benchmarks/startup.py --repeats 10
+	$(OFFLINE) $(BIN)/python benchmarks/cache.py --task xnli --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
+	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 \
+		--batch-size 16 --max-length 128 --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --repeats 9
+	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --model multilingual-e5-small --steps 50 --batch-size 16 --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model tiny-xlmr --task panx --repeat 25 --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model multilingual-e5-small --task panx --repeat 2 --repeats 2
+	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 50000
 
 clean-models:
 	rm -rf "$${XSTILTS_CACHE:-$$HOME/.cache/xstilts}"
