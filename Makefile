@@ -39,7 +39,7 @@ bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 \
 		--batch-size 16 --max-length 128 --repeats 3
-	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --repeats 9
+	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --repeats 7 --threads 1
 	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --model multilingual-e5-small --steps 50 --batch-size 16 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model tiny-xlmr --task panx --repeat 25 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model multilingual-e5-small --task panx --repeat 2 --repeats 2

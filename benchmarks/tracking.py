@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import functools
 import inspect
+import resource
 import subprocess
 import sys
 import tempfile
@@ -99,8 +100,14 @@ class TrackingTime:
         return timed
 
 
-def timed_fit(config, tracking: bool, tracking_time: TrackingTime) -> tuple[float, float]:
-    """fit()'s wall time, and the part of it spent in tracking calls."""
+def cpu_seconds() -> float:
+    """CPU time of this process, every thread (MLflow's queue too): user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_fit(config, tracking: bool, tracking_time: TrackingTime) -> tuple[float, float, float]:
+    """fit()'s wall time, the part of it spent in tracking calls, and the CPU time it took."""
     import sweeps.tracking
     from sweeps.run import fit
 
@@ -109,9 +116,9 @@ def timed_fit(config, tracking: bool, tracking_time: TrackingTime) -> tuple[floa
         sweeps.tracking.tracked_run = untracked_run
     try:
         tracking_time.seconds, tracking_time.by_call = 0.0, {}
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         fit(config)
-        return time.perf_counter() - start, tracking_time.seconds
+        return time.perf_counter() - start, tracking_time.seconds, cpu_seconds() - cpu_start
     finally:
         sweeps.tracking.tracked_run = original
 
@@ -144,10 +151,12 @@ def main() -> None:
         for tracking in (True, False):  # warm-up: imports, store creation, cached features
             timed_fit(config, tracking, tracking_time)
         runs, in_tracking, by_call = {"mlflow": [], "off": []}, [], []
+        cpu = {"mlflow": [], "off": []}
         for repeat in range(args.repeats):
             for name in runs:
-                wall, tracked = timed_fit(config, name == "mlflow", tracking_time)
+                wall, tracked, cpu_s = timed_fit(config, name == "mlflow", tracking_time)
                 runs[name].append(wall)
+                cpu[name].append(cpu_s)
                 if name == "mlflow":
                     in_tracking.append(tracked)
                     by_call.append(tracking_time.by_call)
@@ -165,16 +174,20 @@ def main() -> None:
     paired = _common.median([a / b - 1 for a, b in zip(runs["mlflow"], runs["off"])])
     in_calls = _common.median(in_tracking)
     calls = {name: _common.median([c.get(name, 0.0) for c in by_call]) for name in by_call[0]}
-    rows = [{"variant": "logging off", "wall_s": off, "min_s": min(runs["off"]), "max_s": max(runs["off"])},
+    cpu_on, cpu_off = _common.median(cpu["mlflow"]), _common.median(cpu["off"])
+    rows = [{"variant": "logging off", "wall_s": off, "min_s": min(runs["off"]), "max_s": max(runs["off"]),
+             "cpu_s": cpu_off},
             {"variant": "MLflow logging", "wall_s": on, "min_s": min(runs["mlflow"]), "max_s": max(runs["mlflow"]),
              "overhead": on / off - 1, "min_overhead": min(runs["mlflow"]) / min(runs["off"]) - 1,
-             "paired_overhead": paired, "tracking_calls_s": in_calls, "tracking_calls_share": in_calls / off}]
+             "paired_overhead": paired, "cpu_s": cpu_on, "cpu_overhead": cpu_on / cpu_off - 1,
+             "tracking_calls_s": in_calls, "tracking_calls_share": in_calls / off}]
     print(f"\n{args.model} on {args.task}: fit() with {args.steps} steps of {args.batch_size}; medians of "
           f"{args.repeats}")
     _common.print_table(rows, [("variant", "variant", ""), ("wall_s", "median s", ".2f"), ("min_s", "min s", ".2f"),
                                ("max_s", "max s", ".2f"), ("overhead", "added (medians)", "+.1%"),
                                ("min_overhead", "added (minima)", "+.1%"),
                                ("paired_overhead", "added (median of pairs)", "+.1%"),
+                               ("cpu_s", "CPU s", ".2f"), ("cpu_overhead", "CPU added", "+.1%"),
                                ("tracking_calls_s", "in tracking calls s", ".3f"),
                                ("tracking_calls_share", "tracking calls / fit off", "+.1%")])
     import_s = mlflow_import_s()
@@ -185,7 +198,7 @@ def main() -> None:
           f"{import_s:.2f} s")
     _common.write_results(f"tracking-{args.model}", {
         "settings": vars(args), "table": rows, "overhead": on / off - 1, "paired_overhead": paired,
-        "tracking_calls_s": in_tracking, "tracking_calls_by_name_s": calls, "runs": runs,
+        "tracking_calls_s": in_tracking, "tracking_calls_by_name_s": calls, "runs": runs, "cpu_s": cpu,
         "logged": logged, "mlflow_import_s": import_s})
 
 
