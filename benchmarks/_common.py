@@ -122,15 +122,13 @@ def run_child(script: str, params: dict, timeout: float | None = None) -> dict:
                        f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
 
 
-def child_params() -> dict | None:
-    """The parameters of this process when it is a child (`--child JSON`), else None."""
+def main_or_child(main, child) -> None:
+    """A script's entry point: `main()`, or in a child process (`--child JSON`) one measured run, `child(params)`,
+    whose result goes back to the parent."""
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        return json.loads(sys.argv[2])
-    return None
-
-
-def report_to_parent(result: dict) -> None:
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+        print(RESULT_PREFIX + json.dumps(child(json.loads(sys.argv[2]))), flush=True)
+    else:
+        main()
 
 
 class PeakMemory:

@@ -88,8 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    params = _common.child_params()
-    if params is None:
-        main()
-    else:
-        _common.report_to_parent(child(params))
+    _common.main_or_child(main, child)

@@ -346,8 +346,4 @@ def _parse_override(text: str):
 
 
 if __name__ == "__main__":
-    params = _common.child_params()
-    if params is None:
-        main()
-    else:
-        _common.report_to_parent(child(params))
+    _common.main_or_child(main, child)
