@@ -4,8 +4,9 @@ below (same model folder, same data, same batch size, same truncation and dynami
 hyper-parameters and linear schedule, same number of steps), and against that plain loop padding every batch to
 --max-length (the default of the Hugging Face example scripts).
 
-    python benchmarks/train.py --model tiny-xlmr --task panx --repeats 7
-    python benchmarks/train.py --model multilingual-e5-small --task xnli --steps 30 --repeats 3
+    python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
+    python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 --batch-size 16 --max-length 128 \
+        --repeats 3
 
 The plain loop uses torch's default AdamW implementation (a per-tensor loop on CPU, foreach on CUDA), as a loop
 written from the documentation would; `plain-fused` is the same loop with the fused kernel xstilts uses, so the

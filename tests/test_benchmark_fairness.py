@@ -1,7 +1,7 @@
 """The training benchmark compares like with like: over one epoch, xstilts and the plain PyTorch + transformers loop
 of benchmarks/train.py see the same sub-tokens (same data, same tokenization and truncation), dynamic padding pads
-far less than padding to the maximum length, and every variant runs the steps it was asked for. No timing is
-asserted here: speed is measured by the benchmark itself (benchmarks/README.md)."""
+far less than padding to the maximum length, every variant runs the steps it was asked for, and the median step
+leaves out the warm-up. No timing is asserted here: speed is measured by the benchmark itself (benchmarks/README.md)."""
 
 import sys
 from pathlib import Path
@@ -40,3 +40,10 @@ def test_padding_to_the_maximum_pads_every_batch_to_it(one_epoch):
     assert one_epoch["xstilts-grouped"]["padded_tokens"] < one_epoch["xstilts"]["padded_tokens"]
     result = one_epoch["xstilts"]
     assert result["padding_fraction"] == pytest.approx(1 - result["real_tokens"] / result["padded_tokens"])
+
+
+def test_the_median_step_leaves_out_the_warm_up():
+    counter = benchmark.BatchCounter(pad_id=1)
+    counter.starts, counter.end = [0, 1, 3, 6, 10, 15, 21, 28], 36  # steps of 1, 2, ..., 8 s
+    assert benchmark.WARMUP_STEPS == 5
+    assert counter.median_step_s() == 7  # the median of 6, 7 and 8
