@@ -1,6 +1,6 @@
 """The tokenized-feature cache: the first load of a task (read the files, canonicalize, tokenize, save) against
 the second load of the same task (every set memory-mapped from the cache), each in a fresh process, timing the
-TaskDataModule set-up that `sweeps.run.fit` does (training set, English validation, every evaluation set).
+TaskDataModule set-up that `sweeps.runs.run.fit` does (training set, English validation, every evaluation set).
 
     python benchmarks/cache.py --task xnli --repeat 25 --train-repeat 250
 
@@ -44,7 +44,7 @@ def child(p: dict) -> dict:
     os.environ["HF_DATASETS_CACHE"] = str(Path(p["cache"]) / "datasets")
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
-    from sweeps.run import DataConfig, RunConfig, _datamodule, prepare
+    from sweeps.runs.run import DataConfig, RunConfig, _datamodule, prepare
 
     config = RunConfig(task=p["task"], encoder=p["model"], data=DataConfig(data_dir=p["data_dir"]))
     prepared = prepare(config)

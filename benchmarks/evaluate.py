@@ -1,4 +1,4 @@
-"""Zero-shot evaluation throughput: `sweeps.run.evaluate` (what `xstilts evaluate CHECKPOINT` runs) over every
+"""Zero-shot evaluation throughput: `sweeps.runs.run.evaluate` (what `xstilts evaluate CHECKPOINT` runs) over every
 language of a task, on the fixtures repeated to a realistic size, from a checkpoint of the given encoder with a
 fresh head (scores are meaningless; the work is the same). Counts how many times the model is loaded.
 
@@ -108,7 +108,7 @@ class Counters:
 
 
 def timed_evaluate(checkpoint: Path, config, counters: Counters) -> dict:
-    from sweeps.run import evaluate
+    from sweeps.runs.run import evaluate
 
     counters.reset()
     start = time.perf_counter()
@@ -125,7 +125,7 @@ def main() -> None:
     _common.limit_threads(args.threads)
     import logging
 
-    from sweeps.run import DataConfig, RunConfig, TrainConfig
+    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     data_dir = _common.repeated_fixtures(args.repeat)

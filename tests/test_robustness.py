@@ -17,7 +17,7 @@ from datamodules.sources import load_split
 from datamodules.tasks import TaskError
 from lightning_modules.formats import get_format
 from lightning_modules.formats.base import FeatureSettings
-from lightning_modules.perturb import (PERTURBATIONS, Dictionary, Perturber, Robustness, parse_split,
+from datamodules.perturb import (PERTURBATIONS, Dictionary, Perturber, Robustness, parse_split,
                                        perturb_examples, recase, robustness_drops, translate, typo)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "sweeps" / "examples" / "robustness.yaml"
@@ -141,9 +141,9 @@ def test_drops_are_clean_minus_perturbed_from_the_test_split():
 
 
 def test_bad_perturbations_and_adversarial_sets_are_refused(tmp_path):
-    from sweeps.experiment import ExperimentError, load_experiment
-    from sweeps.run import DataConfig, RunConfig, prepare
-    from sweeps.sweep import final_evaluation_data
+    from sweeps.engine.experiment import ExperimentError, load_experiment
+    from sweeps.runs.run import DataConfig, RunConfig, prepare
+    from sweeps.engine.sweep import final_evaluation_data
 
     data = DataConfig(data_dir="fixtures")
     with pytest.raises(TaskError, match="valid: typos, word_order, casing, code_switch"):
@@ -198,7 +198,7 @@ def test_datamodule_adds_perturbed_copies_with_their_own_cache_keys(registry, ti
 
 def test_example_sweep_logs_perturbed_metrics_and_drops_next_to_the_clean_ones(tmp_path, tracking_uri):
     from sweeps.cli import main
-    from sweeps.sweep import run_sweep
+    from sweeps.engine.sweep import run_sweep
 
     run_sweep(str(EXAMPLE), storage=f"sqlite:///{tmp_path / 'optuna.db'}", uri=tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)

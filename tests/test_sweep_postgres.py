@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from servers import postgres_missing, postgres_server
-from sweeps.tracking import database_url
+from sweeps.tracking.store import database_url
 
 MISSING = postgres_missing()
 pytestmark = [pytest.mark.skipif(MISSING is not None, reason=MISSING or ""), pytest.mark.timeout(1500)]

@@ -1,7 +1,7 @@
 """A sweep killed mid-trial (SIGKILL of its process group, no clean-up of any kind) and started again: the study
 completes, the killed trial is FAIL in Optuna and retried, its MLflow runs say FAILED (not RUNNING), and no phase
 configuration is trained to completion twice. The restarted worker waits for the storage heartbeat's grace period
-(sweeps/sweep.py GRACE_SECONDS) before the killed trial counts as failed."""
+(sweeps/engine/sweep.py GRACE_SECONDS) before the killed trial counts as failed."""
 
 import os
 import signal
@@ -14,7 +14,7 @@ import mlflow
 import optuna
 import pytest
 
-from sweeps.sweep import GRACE_SECONDS
+from sweeps.engine.sweep import GRACE_SECONDS
 
 pytestmark = [pytest.mark.timeout(1500), pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 

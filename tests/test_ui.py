@@ -15,7 +15,7 @@ import pytest
 
 from servers import free_port, port_open, stop_group
 from sweeps.cli import main
-from sweeps.tracking import tracked_run
+from sweeps.tracking.store import tracked_run
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,8 +6,8 @@ import mlflow
 import pytest
 import torch
 
-from sweeps.report import build
-from sweeps.sweep import run_sweep
+from sweeps.reporting.report import build
+from sweeps.engine.sweep import run_sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "sweeps" / "examples"
 

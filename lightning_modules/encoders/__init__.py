@@ -43,7 +43,7 @@ def resolve(name: str) -> str:
     if name in BUILTIN:
         return str(BUILTIN[name](cache_dir() / "models" / name))
     if name.startswith("models:/"):
-        from sweeps.registry import download_registered_encoder
+        from sweeps.tracking.registry import download_registered_encoder
 
         return download_registered_encoder(name)
     path = Path(name).expanduser()

@@ -45,7 +45,7 @@ RATES = {"typos": 0.3, "word_order": 0.5, "casing": 0.5, "code_switch": 0.5}
 WINDOW = 3  # word_order: words move inside windows of this many words
 SEPARATOR = "."  # "<split>.<variant>": the split name of a perturbed copy or an adversarial set
 PERTURB_VERSION = 1  # bump when a perturbation changes, to invalidate cached perturbed features
-BUILTIN_DICTIONARY = Path(__file__).resolve().parents[1] / "datamodules" / "dictionaries" / "en-de-fr-es.json"
+BUILTIN_DICTIONARY = Path(__file__).with_name("dictionaries") / "en-de-fr-es.json"
 # the canonical fields (datamodules/tasks.py: FORMAT_FIELDS) that are input text, per format
 INPUT_FIELDS = {"classification": ("text_a", "text_b"), "multiple_choice": ("context", "choices"),
                 "span_qa": ("question",), "tagging": ("tokens",), "retrieval": ("source",)}

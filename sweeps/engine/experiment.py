@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeps.run import DataConfig, TrainConfig
+from sweeps.runs.run import DataConfig, TrainConfig
 
 PHASE_KINDS = ("mlm", "intermediate", "target")
 TOP_KEYS = ("name", "encoder", "data", "seed", "seeds", "budget", "phases", "train", "tasks_files", "description")
@@ -153,7 +153,7 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
 
 
 def _check_perturbations(path, data: DataConfig) -> None:
-    from lightning_modules.perturb import check_perturbations
+    from datamodules.perturb import check_perturbations
 
     try:
         check_perturbations(data.perturbations)

@@ -86,6 +86,6 @@ def champions(uri: str) -> list[dict]:
 
 def download_registered_encoder(uri_string: str) -> str:
     """The local encoder folder of a `models:/xstilts-<task>@champion` checkpoint."""
-    from sweeps.run import local_checkpoint
+    from sweeps.runs.run import local_checkpoint
 
     return str(local_checkpoint(uri_string, None) / "encoder")

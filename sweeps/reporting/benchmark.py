@@ -187,7 +187,7 @@ def head_fits(task, meta: dict | None) -> str | None:
 def _checkpoint(checkpoint: str, uri: str | None) -> tuple[str, dict | None]:
     """(what to evaluate: a local checkpoint folder or an encoder name, the checkpoint's metadata or None)."""
     from lightning_modules.checkpoint import is_checkpoint, read_meta
-    from sweeps.run import local_checkpoint
+    from sweeps.runs.run import local_checkpoint
 
     if ":/" in checkpoint or Path(checkpoint, "xstilts.json").exists():
         folder = local_checkpoint(checkpoint, uri)  # a runs:/ or models:/ URI is downloaded once
@@ -201,10 +201,10 @@ def _checkpoint(checkpoint: str, uri: str | None) -> tuple[str, dict | None]:
 
 
 def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
-    """Evaluate `checkpoint` on benchmark `name` (config: a sweeps.run.RunConfig for data and tracking options)."""
+    """Evaluate `checkpoint` on benchmark `name` (config: a sweeps.runs.run.RunConfig for data and tracking options)."""
     from datamodules.tasks import TaskError, load_registry
-    from sweeps.run import RunConfig, evaluate
-    from sweeps.tracking import tracked_run, tracking_uri
+    from sweeps.runs.run import RunConfig, evaluate
+    from sweeps.tracking.store import tracked_run, tracking_uri
 
     registry = load_registry(config.data.tasks_files)
     tasks = benchmark_tasks(registry, name)

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sweeps.run import DataConfig, RunConfig, RunResult, TrainConfig, evaluate, fit
+from sweeps.runs.run import DataConfig, RunConfig, RunResult, TrainConfig, evaluate, fit
 
 
 @dataclass(frozen=True)

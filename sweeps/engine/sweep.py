@@ -3,7 +3,7 @@
 Order: the optional MLM phase, then each intermediate sequence (and the no-intermediate baseline), then every target
 from the best checkpoint of each. Studies live in an RDB storage (sqlite under mlruns/ by default, PostgreSQL to share
 them across machines), with heartbeats: a killed worker's trial is marked failed and retried, and a re-run resumes
-each study where it stopped. Phases are cached by configuration (sweeps/pipeline.py), so nothing is trained twice.
+each study where it stopped. Phases are cached by configuration (sweeps/engine/pipeline.py), so nothing is trained twice.
 
 MLflow tree: one parent run per sweep -> one run per trial -> the phase run it trained (or reused).
 """
@@ -22,10 +22,10 @@ import mlflow
 import optuna
 
 from datamodules.tasks import load_registry
-from sweeps.experiment import Experiment, load_experiment
-from sweeps.pipeline import Start, evaluate_phase, run_phase, start_after
-from sweeps.run import TrainConfig
-from sweeps.tracking import database_url, default_store, git_commit, tracking_uri
+from sweeps.engine.experiment import Experiment, load_experiment
+from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
+from sweeps.runs.run import TrainConfig
+from sweeps.tracking.store import database_url, default_store, git_commit, tracking_uri
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
@@ -148,7 +148,7 @@ def evaluate_only(sweep: Sweep, task: str, start: Start) -> None:
 def final_evaluation_data(data, kind: str, task: str):
     """Perturbed copies and adversarial sets are for the targets' final evaluation: none in other phases (their
     phase keys stay those of an experiment without them), and a target gets the adversarial sets that fit it."""
-    from lightning_modules.perturb import misfit
+    from datamodules.perturb import misfit
 
     if kind != "target":
         return replace(data, perturbations=(), perturb_seed=0, perturb_dictionary=None, adversarial=())
@@ -183,7 +183,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
                       "xstilts.intermediate": start.label if kind == "target" else label,
                       "xstilts.encoder": sweep.encoder, "xstilts.seed": train.seed}
         client = mlflow.MlflowClient(sweep.uri)
-        from sweeps.tracking import tracked_run
+        from sweeps.tracking.store import tracked_run
 
         with tracked_run(sweep.uri, sweep.experiment.name, f"trial-{name}-{trial.number}", trial_tags,
                          sweep.parent_run_id) as trial_run:
@@ -213,7 +213,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
         log.warning("study %s has no completed trial", name)
         return None
     best = study.best_trial
-    from sweeps.run import RunResult
+    from sweeps.runs.run import RunResult
 
     result = RunResult(best.user_attrs["phase_run_id"], {})
     return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
@@ -265,7 +265,7 @@ def log_study_plots(study: optuna.Study, sweep: Sweep) -> None:
 
 def run_sweep(path: str | Experiment, storage: str | None = None, uri: str | None = None, worker: int = 0) -> str:
     """One worker's pass over the whole experiment; returns the sweep's parent run id."""
-    from sweeps.tracking import experiment_id
+    from sweeps.tracking.store import experiment_id
 
     experiment = path if isinstance(path, Experiment) else load_experiment(path)
     uri = tracking_uri(uri)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from datamodules.tasks import TaskError, TaskSpec, get_task, load_registry
 
-FIXTURES = Path(__file__).resolve().parents[1] / "datamodules" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "datamodules" / "fixtures"
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DataConfig:
     streaming: bool = False
     num_workers: int = 0
     # robustness (final evaluation only, never training or selection): perturbed copies of every evaluation set
-    # (typos, word_order, casing, code_switch: lightning_modules/perturb.py), their seed, code_switch's dictionary
+    # (typos, word_order, casing, code_switch: datamodules/perturb.py), their seed, code_switch's dictionary
     # (default: the built-in en/de/fr/es one), and adversarial sets: other tasks of the same format and labels
     perturbations: tuple[str, ...] = ()
     perturb_seed: int = 0
@@ -122,7 +122,7 @@ def prepare(config: RunConfig) -> Prepared:
 
 
 def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
-    from lightning_modules.perturb import adversarial_tasks, check_perturbations
+    from datamodules.perturb import adversarial_tasks, check_perturbations
 
     check_perturbations(data.perturbations)
     adversarial_tasks(data.adversarial, task, registry)
@@ -159,7 +159,7 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
 
 
 def _robustness(data: DataConfig, prepared: Prepared):
-    from lightning_modules.perturb import Robustness, adversarial_tasks
+    from datamodules.perturb import Robustness, adversarial_tasks
 
     return Robustness(perturbations=data.perturbations, seed=data.perturb_seed, dictionary=data.perturb_dictionary,
                       adversarial=tuple(adversarial_tasks(data.adversarial, prepared.task, prepared.registry)))
@@ -214,7 +214,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import OptimizerSettings, TaskModule
-    from sweeps.tracking import tracked_run, tracking_uri
+    from sweeps.tracking.store import tracked_run, tracking_uri
 
     prepared = prepare(config)
     fmt = get_format(prepared.task.format)
@@ -303,7 +303,7 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
-    from sweeps.tracking import tracked_run, tracking_uri
+    from sweeps.tracking.store import tracked_run, tracking_uri
 
     folder = local_checkpoint(checkpoint, config.tracking_uri) if _names_checkpoint(checkpoint) else None
     meta = read_meta(folder) if folder and is_checkpoint(folder) else None
@@ -353,7 +353,7 @@ def local_checkpoint(checkpoint: str, uri: str | None) -> Path:
         return path
     import mlflow
 
-    from sweeps.tracking import tracking_uri
+    from sweeps.tracking.store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(uri))
     return Path(mlflow.artifacts.download_artifacts(checkpoint))

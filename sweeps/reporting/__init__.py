@@ -1,0 +1,1 @@
+"""Reporting: the intermediate x target report, benchmark (XTREME / XTREME-R) scores."""
