@@ -44,10 +44,12 @@ def child(p: dict) -> dict:
     os.environ["HF_DATASETS_CACHE"] = str(Path(p["cache"]) / "datasets")
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
-    from sweeps.runs.run import DataConfig, RunConfig, _datamodule, prepare
+    from sweeps.config import DataConfig, RunConfig
+    from sweeps.runs.preflight import check_run
+    from sweeps.runs.run import _datamodule
 
     config = RunConfig(task=p["task"], encoder=p["model"], data=DataConfig(data_dir=p["data_dir"]))
-    prepared = prepare(config)
+    prepared = check_run(config)
     fmt = get_format(prepared.task.format)
     _, tokenizer = load_encoder(p["model"])
     datamodule = _datamodule(config, prepared, fmt, tokenizer)

@@ -125,7 +125,7 @@ def main() -> None:
     _common.limit_threads(args.threads)
     import logging
 
-    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig
+    from sweeps.config import DataConfig, RunConfig, TrainConfig
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     data_dir = _common.repeated_fixtures(args.repeat)

@@ -136,7 +136,7 @@ def main() -> None:
     import logging
     import math
 
-    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig
+    from sweeps.config import DataConfig, RunConfig, TrainConfig
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     data_dir = _common.repeated_fixtures(args.repeat)

@@ -83,8 +83,10 @@ def run_xstilts(p: dict) -> dict:
 
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
-    from lightning_modules.task_module import OptimizerSettings, TaskModule
-    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig, _datamodule, _trainer, prepare
+    from lightning_modules.task_module import TaskModule
+    from sweeps.config import DataConfig, RunConfig, TrainConfig
+    from sweeps.runs.preflight import check_run
+    from sweeps.runs.run import _datamodule, _trainer
 
     epochs = math.ceil(p["steps"] * p["batch_size"] / p["train_rows"]) + 1
     data = DataConfig(data_dir=p["data_dir"], max_length=p["max_length"], num_workers=p["num_workers"],
@@ -92,16 +94,14 @@ def run_xstilts(p: dict) -> dict:
     train = TrainConfig(batch_size=p["batch_size"], max_steps=p["steps"], epochs=epochs, precision=p["precision"],
                         seed=p["seed"], **({"compile": True} if p["compile"] else {}))
     config = RunConfig(task=p["task"], encoder=p["model"], data=data, train=train)
-    prepared = prepare(config)
+    prepared = check_run(config)
     fmt = get_format(prepared.task.format)
     L.seed_everything(p["seed"], workers=True, verbose=False)
     encoder, tokenizer = load_encoder(p["model"])
     datamodule = _datamodule(config, prepared, fmt, tokenizer)
     datamodule.setup("fit")  # tokenizes (or loads cached features) before the clock starts, as fit() does
     head = fmt.build_head(encoder, prepared.task, datamodule.labels)
-    module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id,
-                        OptimizerSettings(lr=train.lr, weight_decay=train.weight_decay,
-                                          warmup_ratio=train.warmup_ratio))
+    module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id, train)
     if p["compile"]:  # as fit() does for TrainConfig.compile
         module.encoder.compile(dynamic=True)
     counter = BatchCounter(tokenizer.pad_token_id)

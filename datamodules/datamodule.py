@@ -141,6 +141,27 @@ class TaskDataModule(L.LightningDataModule):
             examples = with_calibration(examples, calibration)
         return EvalSet(task, lang, split, examples, self.features(examples, training=False, name=name))
 
+    def check_data(self, training: bool) -> None:
+        """Load and validate, without tokenizing, every split this module reads (the preflight of a run): a bad
+        file, column, label or value fails here, before anything is created."""
+        if training:
+            self._require_training()
+            lang = self.train_task.train_language
+            self.examples(self.train_task, "train", lang, self.max_train_examples, self.streaming)
+            if self.train_task.has_split("validation"):
+                self.examples(self.train_task, "validation", lang, self.max_eval_examples)
+        for split in self.eval_splits:
+            for lang in self.eval_languages:
+                try:
+                    self.examples(self.task, split, lang, self.max_eval_examples)
+                except MissingData:
+                    if self.strict_languages:
+                        raise
+
+    def _require_training(self) -> None:
+        if not self.fmt.trains():
+            raise TaskError(f"task {self.task.name!r} ({self.task.format}) is evaluation only: it has no training")
+
     # ------------------------------------------------------------------ Lightning hooks
 
     def setup(self, stage: str) -> None:
@@ -207,8 +228,7 @@ class TaskDataModule(L.LightningDataModule):
                 self.eval_sets.append(eval_set)
 
     def _setup_fit(self) -> None:
-        if not self.fmt.trains():
-            raise TaskError(f"task {self.task.name!r} ({self.task.format}) is evaluation only: it has no training")
+        self._require_training()
         train_lang = self.train_task.train_language
         examples = self.examples(self.train_task, "train", train_lang, self.max_train_examples, self.streaming)
         self.train_features = self.features(examples, training=True, name=f"train/{train_lang}")

@@ -35,13 +35,31 @@ def is_checkpoint(folder: Path) -> bool:
     return (folder / META_FILE).exists() and (folder / "encoder").is_dir()
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be read."""
+
+
 def read_meta(folder: Path) -> dict:
     if not is_checkpoint(folder):
         raise FileNotFoundError(f"{folder} is not an xstilts checkpoint (no {META_FILE} and encoder/)")
-    return json.loads((folder / META_FILE).read_text())
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise CorruptCheckpoint(f"{folder / META_FILE}: not valid JSON ({error})") from None
+    missing = [key for key in ("task", "format", "labels", "max_length", "doc_stride") if key not in meta]
+    if missing:
+        raise CorruptCheckpoint(f"{folder / META_FILE}: missing {', '.join(missing)}")
+    return meta
 
 
 def load_head(folder: Path, head) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
-    load_model(head, str(folder / HEAD_FILE))
+    path = folder / HEAD_FILE
+    if not path.exists():
+        raise CorruptCheckpoint(f"{path} does not exist")
+    try:
+        load_model(head, str(path))
+    except (SafetensorError, RuntimeError, OSError) as error:
+        raise CorruptCheckpoint(f"{path} cannot be loaded ({str(error).splitlines()[0]})") from None

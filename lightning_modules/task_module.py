@@ -9,20 +9,11 @@ scored the same way, and their drop from the clean score is logged as `robustnes
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from statistics import mean
 
 import lightning as L
 import torch
 from transformers import get_linear_schedule_with_warmup
-
-
-@dataclass(frozen=True)
-class OptimizerSettings:
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    adam_epsilon: float = 1e-8
 
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
@@ -39,8 +30,9 @@ def mean_scores(scores_by_lang: dict[str, dict[str, float]], train_language: str
 
 
 class TaskModule(L.LightningModule):
-    def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int,
-                 optimizer: OptimizerSettings = OptimizerSettings()):
+    def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int, optimizer=None):
+        """`optimizer`: the run's training settings (lr, weight_decay, warmup_ratio, adam_epsilon: the TrainConfig
+        of sweeps/config/schema.py); None for a module that only evaluates."""
         super().__init__()
         self.encoder, self.head = encoder, head
         self.fmt, self.labels, self.pad_id, self.optimizer_settings = fmt, labels, pad_id, optimizer
@@ -97,6 +89,8 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         settings = self.optimizer_settings
+        if settings is None:
+            raise ValueError("this TaskModule was built for evaluation only: no optimizer settings")
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         groups = [{"params": [p for n, p in named if not n.endswith(NO_DECAY)], "weight_decay": settings.weight_decay},
                   {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]

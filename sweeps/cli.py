@@ -5,114 +5,57 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument("--data-dir", help="local files in the hub layout (DIR/<dataset>/<config>/<split>.jsonl); "
-                                          "'fixtures' for the bundled fixtures; default: the hub")
-    group.add_argument("--tasks-file", action="append", default=[], help="extra task declarations (YAML)")
-    group.add_argument("--languages", type=_csv, default=(), help="evaluation languages, comma-separated")
-    group.add_argument("--eval-splits", type=_csv, default=("validation", "test"))
-    group.add_argument("--max-length", type=int, default=256)
-    group.add_argument("--doc-stride", type=int, default=128)
-    group.add_argument("--max-train-examples", type=int)
-    group.add_argument("--max-eval-examples", type=int)
-    group.add_argument("--streaming", action="store_true", help="stream the training data (needs --max-steps)")
-    group.add_argument("--num-workers", type=int, default=0)
-    group.add_argument("--group-by-length", action="store_true",
-                       help="training batches of examples of similar lengths (less padding, faster)")
-    robustness = parser.add_argument_group("robustness (final evaluation only; logs robustness/<name>/<lang>/"
-                                           "<metric>_drop = clean - perturbed)")
-    robustness.add_argument("--perturb", type=_csv, default=(), metavar="NAMES",
-                            help="also evaluate perturbed copies of every evaluation set, comma-separated: typos, "
-                                 "word_order, casing, code_switch")
-    robustness.add_argument("--perturb-seed", type=int, default=0)
-    robustness.add_argument("--dictionary", help="code_switch's dictionary: JSON like datamodules/dictionaries/"
-                                                 "en-de-fr-es.json (the default), or MUSE lines in <src>-<tgt>.txt")
-    robustness.add_argument("--adversarial", type=_csv, default=(), metavar="TASKS",
-                            help="also evaluate on these registered tasks of the same format and labels, e.g. "
-                                 "anli_plus for an XNLI or MNLI checkpoint")
-
-
-def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("tracking")
-    group.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite in mlruns/)")
-    group.add_argument("--experiment", default="xstilts")
-    group.add_argument("--run-name")
-
-
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training")
-    group.add_argument("--encoder", default="tiny-xlmr",
-                       help="hub id, local folder, xstilts checkpoint, models:/… URI, or a built-in: "
-                            "tiny-xlmr, multilingual-e5-small")
-    group.add_argument("--lr", type=float, default=1e-5)
-    group.add_argument("--epochs", type=int, default=3)
-    group.add_argument("--max-steps", type=int, default=-1)
-    group.add_argument("--batch-size", type=int, default=32)
-    group.add_argument("--eval-batch-size", type=int, default=64)
-    group.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
-    group.add_argument("--warmup-ratio", type=float, default=0.1)
-    group.add_argument("--weight-decay", type=float, default=0.01)
-    group.add_argument("--eval-every", type=int, help="validate on English every N steps (default: each epoch)")
-    group.add_argument("--patience", type=int, help="early stopping patience, in validations")
-    group.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on GPU")
-    group.add_argument("--compile", action="store_true",
-                       help="torch.compile the encoder (GPU; on CPU it only adds a minute or two of compiling)")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--tuning", default="full", choices=["full", "frozen_embeddings", "lora", "ia3"],
-                       help="what trains besides the head (lora/ia3: peft adapters, merged into the checkpoint)")
-    group.add_argument("--lora-rank", type=int, default=8)
+from sweeps.config.errors import ConfigError
+from sweeps.config.schema import safe_name
+from sweeps.config.secrets import STORAGE_ENV, redact
 
 
 def parser() -> argparse.ArgumentParser:
+    from sweeps.config.flags import add_flags
+    from sweeps.config.schema import DataConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+
     root = argparse.ArgumentParser(prog="xstilts", description="Cross-lingual intermediate-task training "
                                    "(X-STILTs) on XTREME, tracked in MLflow.")
     commands = root.add_subparsers(dest="command", required=True)
 
     tasks = commands.add_parser("tasks", help="list the registered tasks")
-    tasks.add_argument("--tasks-file", action="append", default=[])
+    add_flags(tasks, DataConfig, "data", only=("tasks_files",))
 
     fit = commands.add_parser("fit", help="train on one task (English), then evaluate every language zero-shot")
     fit.add_argument("task")
-    _add_train_options(fit)
-    _add_data_options(fit)
-    _add_tracking_options(fit)
+    add_flags(fit, RunConfig, "encoder", only=("encoder",))
+    add_flags(fit, TrainConfig, "training")
+    add_flags(fit, DataConfig, "data")
+    add_flags(fit, TrackingConfig, "tracking")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on every language of a task")
     evaluate.add_argument("checkpoint", help="checkpoint folder, runs:/<run id>/checkpoint or models:/<name>@<alias>")
     evaluate.add_argument("--task", default="", help="default: the task the checkpoint was trained for")
     evaluate.add_argument("--benchmark", choices=["xtreme", "xtreme-r"],
                           help="every task of the benchmark the checkpoint needs no training for, and the score")
-    evaluate.add_argument("--eval-batch-size", type=int, default=64)
-    _add_data_options(evaluate)
-    _add_tracking_options(evaluate)
+    add_flags(evaluate, TrainConfig, "evaluation", only=("eval_batch_size", "precision"))
+    add_flags(evaluate, DataConfig, "data")
+    add_flags(evaluate, TrackingConfig, "tracking")
 
     sweep = commands.add_parser("sweep", help="run or resume the Optuna sweep of an experiment file")
     sweep.add_argument("experiment_file")
-    sweep.add_argument("--storage", help="Optuna storage URL (default: sqlite in mlruns/; postgresql://… to share)")
-    sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    sweep.add_argument("--worker-index", type=int, default=0, help="distinct per worker across machines")
-    sweep.add_argument("--tracking-uri")
+    add_flags(sweep, SweepConfig, "sweep")
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
     promote.add_argument("task", nargs="?")
     promote.add_argument("--list", action="store_true", help="show each target's champion")
-    promote.add_argument("--tracking-uri")
+    add_flags(promote, TrackingConfig, "tracking", only=("tracking_uri",))
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
     report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
-    report.add_argument("--tracking-uri")
+    add_flags(report, TrackingConfig, "tracking", only=("tracking_uri",))
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--tracking-uri")
+    add_flags(ui, TrackingConfig, "tracking", only=("tracking_uri",))
 
     models = commands.add_parser("models", help="prepare built-in encoders in the local cache")
     models.add_argument("action", choices=["build-tiny", "import-e5-small", "where"])
@@ -120,27 +63,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run_config(args):
-    from sweeps.runs.run import DataConfig, RunConfig, TrainConfig
+    """The run's configuration from the flags, validated by the schema (sweeps/config/schema.py)."""
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import DataConfig, RunConfig, TrackingConfig, TrainConfig
 
-    data = DataConfig(data_dir=args.data_dir, tasks_files=tuple(args.tasks_file), languages=args.languages,
-                      eval_splits=args.eval_splits, max_length=args.max_length, doc_stride=args.doc_stride,
-                      max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-                      streaming=args.streaming, num_workers=args.num_workers,
-                      group_by_length=args.group_by_length, perturbations=args.perturb,
-                      perturb_seed=args.perturb_seed, perturb_dictionary=args.dictionary,
-                      adversarial=args.adversarial)
-    train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
-                    "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank",
-                    "compile")
-    train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
-    return RunConfig(task=getattr(args, "task", ""), encoder=getattr(args, "encoder", "tiny-xlmr"), data=data,
-                     train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name)
+    tracking = from_flags(args, TrackingConfig)
+    return RunConfig(task=getattr(args, "task", "") or "", encoder=getattr(args, "encoder", "tiny-xlmr"),
+                     data=from_flags(args, DataConfig), train=from_flags(args, TrainConfig),
+                     **tracking.model_dump())
+
+
+def _tracking_uri(args) -> str:
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import TrackingConfig
+    from sweeps.tracking.store import tracking_uri
+
+    return tracking_uri(from_flags(args, TrackingConfig).tracking_uri)
 
 
 def cmd_tasks(args) -> None:
     from datamodules.tasks import load_registry
 
-    registry = load_registry(args.tasks_file)
+    registry = load_registry(getattr(args, "tasks_files", ()))
     rows = [("task", "kind", "format", "metric", "data source", "XTREME", "XTREME-R", "all", "languages")]
     for spec in registry.values():
         source = ", ".join(sorted({s.dataset for s in spec.sources}))
@@ -196,28 +140,35 @@ def cmd_models(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from sweeps.engine.sweep import launch_workers, run_sweep
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import SweepConfig
+    from sweeps.engine.sweep import launch_workers, preflight, run_sweep
 
-    if args.workers > 1:
-        code = launch_workers(args.experiment_file, args.workers, args.storage, args.tracking_uri)
+    settings = from_flags(args, SweepConfig, {"storage": getattr(args, "storage", None) or
+                                              os.environ.get(STORAGE_ENV)})
+    checked = preflight(args.experiment_file, settings)
+    if settings.check:
+        print(f"preflight passed: {checked.summary()}")
+        return
+    if settings.workers > 1:
+        code = launch_workers(checked, settings)
         if code:
             raise RuntimeError(f"a sweep worker exited with status {code}")
         return
-    parent = run_sweep(args.experiment_file, args.storage, args.tracking_uri, args.worker_index)
+    parent = run_sweep(checked, settings)
     print(f"sweep finished: MLflow parent run {parent}")
 
 
 def cmd_promote(args) -> None:
     from sweeps.tracking.registry import champions, promote
-    from sweeps.tracking.store import tracking_uri
 
-    uri = tracking_uri(args.tracking_uri)
+    uri = _tracking_uri(args)
     if args.list:
         for row in champions(uri):
             print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         return
     if not args.task:
-        raise ValueError("promote needs a target task, or --list")
+        raise ConfigError("promote needs a target task, or --list")
     result = promote(args.task, uri)
     verb = "promoted" if result.moved else "kept"
     print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
@@ -227,24 +178,23 @@ def cmd_promote(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from sweeps.reporting.report import build
-    from sweeps.tracking.store import default_store, tracking_uri
-
     from sweeps.engine.experiment import load_experiment
+    from sweeps.reporting.report import build
+    from sweeps.tracking.store import default_store
 
-    names = [load_experiment(n).name if n.endswith((".yaml", ".yml")) else n for n in args.experiment]
+    names = [load_experiment(n).name if n.endswith((".yaml", ".yml")) else safe_name(n, "experiment")
+             for n in args.experiment]
     out = Path(args.out) if args.out else default_store() / "reports" / "+".join(names)
-    paths = build(names, tracking_uri(args.tracking_uri), out)
+    paths = build(names, _tracking_uri(args), out)
     print(paths["markdown"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
 def cmd_ui(args) -> None:
-    from sweeps.tracking.store import tracking_uri
     from sweeps.tracking.ui import start_server, wait_until_up
 
     address = f"http://127.0.0.1:{args.port}"
-    server = start_server(tracking_uri(args.tracking_uri), args.port)
+    server = start_server(_tracking_uri(args), args.port)
     wait_until_up(address, server)
     print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
     try:
@@ -255,9 +205,6 @@ def cmd_ui(args) -> None:
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
             "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models}
-# errors a user can fix: printed as one line, not a traceback
-USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError",
-               "ExperimentError")
 
 
 def quiet() -> None:
@@ -269,16 +216,32 @@ def quiet() -> None:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    """Exit 0; 2 for input an error names (nothing was created); 1 when a run that had started failed (it is
+    marked FAILED). Either way one line on stderr; XSTILTS_DEBUG=1 shows the traceback."""
+    from sweeps.config.flags import numbers_as_values
+
+    args = parser().parse_args(numbers_as_values(list(sys.argv[1:] if argv is None else argv)))
     quiet()
     try:
         COMMANDS[args.command](args)
     except Exception as error:
-        if type(error).__name__ not in USER_ERRORS and not isinstance(error, ValueError):
-            raise
-        print(f"xstilts {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        if os.environ.get("XSTILTS_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"xstilts {args.command}: error: {one_line(error)}", file=sys.stderr)
+        from sweeps.tracking.store import RunFailed
+
+        return 1 if isinstance(error, RunFailed) or not isinstance(error, INPUT_ERRORS) else 2
     return 0
+
+
+# what a user's input causes before anything starts: bad settings, tasks, data, encoders, files
+INPUT_ERRORS = (ValueError, LookupError, OSError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line, credentials redacted."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return redact(" ".join(lines[:1] + lines[1:3]) if lines else type(error).__name__)
 
 
 if __name__ == "__main__":

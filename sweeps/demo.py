@@ -19,7 +19,8 @@ def main() -> int:
     from sweeps.engine.experiment import load_experiment
     from sweeps.tracking.registry import promote
     from sweeps.reporting.report import build
-    from sweeps.engine.sweep import run_sweep
+    from sweeps.config import SweepConfig
+    from sweeps.engine.sweep import preflight, run_sweep
     from sweeps.tracking.store import default_store, tracking_uri
 
     experiment = load_experiment(DEMO)
@@ -30,7 +31,8 @@ def main() -> int:
     print(f"demo: encoder {experiment.encoders[0]}; intermediate {experiment.intermediates[1:]}; "
           f"targets {', '.join(experiment.targets)}; {experiment.trials} trials per study", flush=True)
     uri = tracking_uri()
-    parent = run_sweep(experiment, uri=uri)
+    settings = SweepConfig(tracking_uri=uri)
+    parent = run_sweep(preflight(experiment, settings), settings)
     print(f"\nsweep finished (MLflow parent run {parent})\n")
     for target in experiment.targets:
         promotion = promote(target, uri)

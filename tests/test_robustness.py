@@ -142,20 +142,21 @@ def test_drops_are_clean_minus_perturbed_from_the_test_split():
 
 def test_bad_perturbations_and_adversarial_sets_are_refused(tmp_path):
     from sweeps.engine.experiment import ExperimentError, load_experiment
-    from sweeps.runs.run import DataConfig, RunConfig, prepare
+    from sweeps.config import DataConfig, RunConfig
+    from sweeps.runs.preflight import check_run
     from sweeps.engine.sweep import final_evaluation_data
 
     data = DataConfig(data_dir="fixtures")
     with pytest.raises(TaskError, match="valid: typos, word_order, casing, code_switch"):
-        prepare(RunConfig("xnli", data=replace(data, perturbations=("typo",))))
+        check_run(RunConfig(task="xnli", data=data.evolve(perturbations=("typo",))))
     with pytest.raises(TaskError, match="has labels"):
-        prepare(RunConfig("xnli", data=replace(data, adversarial=("pawsx",))))
-    prepare(RunConfig("xnli", data=replace(data, adversarial=("anli_plus",), perturbations=PERTURBATIONS)))
+        check_run(RunConfig(task="xnli", data=data.evolve(adversarial=("pawsx",))))
+    check_run(RunConfig(task="xnli", data=data.evolve(adversarial=("anli_plus",), perturbations=PERTURBATIONS)))
     bad = tmp_path / "bad.yaml"
     bad.write_text(EXAMPLE.read_text().replace("casing", "shouting"))
     with pytest.raises(ExperimentError, match="data.perturbations"):
         load_experiment(bad)
-    full = replace(data, perturbations=("typos",), perturb_seed=3, adversarial=("anli_plus",))
+    full = data.evolve(perturbations=("typos",), perturb_seed=3, adversarial=("anli_plus",))
     assert final_evaluation_data(full, "intermediate", "mnli") == data  # only the targets' final evaluation
     assert final_evaluation_data(full, "target", "xnli") == full
     assert final_evaluation_data(full, "target", "pawsx").adversarial == ()  # ANLI does not fit PAWS-X
@@ -198,9 +199,11 @@ def test_datamodule_adds_perturbed_copies_with_their_own_cache_keys(registry, ti
 
 def test_example_sweep_logs_perturbed_metrics_and_drops_next_to_the_clean_ones(tmp_path, tracking_uri):
     from sweeps.cli import main
-    from sweeps.engine.sweep import run_sweep
+    from sweeps.config import SweepConfig
+    from sweeps.engine.sweep import preflight, run_sweep
 
-    run_sweep(str(EXAMPLE), storage=f"sqlite:///{tmp_path / 'optuna.db'}", uri=tracking_uri)
+    settings = SweepConfig(storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
+    run_sweep(preflight(str(EXAMPLE), settings), settings)
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("robustness")
     (target,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'target-xnli'")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sweeps.reporting.report import build
-from sweeps.engine.sweep import run_sweep
+from sweeps.config import SweepConfig
+from sweeps.engine.sweep import preflight, run_sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "sweeps" / "examples"
 
@@ -20,7 +21,8 @@ def store(tmp_path_factory):
 
 def sweep(name, store):
     uri, storage, _ = store
-    run_sweep(str(EXAMPLES / f"{name}.yaml"), storage=storage, uri=uri)
+    settings = SweepConfig(storage=storage, tracking_uri=uri)
+    run_sweep(preflight(str(EXAMPLES / f"{name}.yaml"), settings), settings)
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(name).experiment_id
     return client, client.search_runs([experiment], "tags.`xstilts.command` = 'fit'", max_results=1000)

@@ -7,7 +7,8 @@ import lightning as L
 from datamodules.datamodule import TaskDataModule
 from lightning_modules.formats import get_format
 from lightning_modules.formats.base import FeatureSettings
-from lightning_modules.task_module import OptimizerSettings, TaskModule
+from lightning_modules.task_module import TaskModule
+from sweeps.config import TrainConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "datamodules" / "fixtures"
 
@@ -36,7 +37,7 @@ def train_briefly(task, registry, tiny, steps=150, lr=1e-3, batch_size=16, langu
                                 max_eval_examples=max_examples)
     datamodule.setup("fit")
     module = TaskModule(encoder, fmt.build_head(encoder, task, datamodule.labels), fmt, datamodule.labels,
-                        tokenizer.pad_token_id, OptimizerSettings(lr=lr, warmup_ratio=0.05))
+                        tokenizer.pad_token_id, TrainConfig(lr=lr, warmup_ratio=0.05))
     history = LossHistory()
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[history], limit_val_batches=0, accelerator="cpu")

@@ -1,4 +1,4 @@
-"""Encoders by name: a built-in local model, an MLflow registered model, a local folder, or a hub id."""
+"""Encoders by name: a built-in local model, a local folder (an xstilts checkpoint's included), or a hub id."""
 
 from __future__ import annotations
 
@@ -42,10 +42,9 @@ def resolve(name: str) -> str:
     name = ALIASES.get(name, name)
     if name in BUILTIN:
         return str(BUILTIN[name](cache_dir() / "models" / name))
-    if name.startswith("models:/"):
-        from sweeps.tracking.registry import download_registered_encoder
-
-        return download_registered_encoder(name)
+    if name.startswith(("models:/", "runs:/")):
+        raise EncoderError(f"encoder {name}: a tracked checkpoint is downloaded by the caller first "
+                           f"(sweeps/tracking/artifacts.py)")
     path = Path(name).expanduser()
     if (path / "xstilts.json").exists():
         path = path / "encoder"  # a phase starts from an earlier phase's encoder, without its head

@@ -22,23 +22,69 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import Field, field_validator
 
-from sweeps.runs.run import DataConfig, TrainConfig
+from sweeps.config import ConfigError, DataConfig, TrainConfig
+from sweeps.config.errors import validate
+from sweeps.config.schema import Settings, safe_name
 
 PHASE_KINDS = ("mlm", "intermediate", "target")
-TOP_KEYS = ("name", "encoder", "data", "seed", "seeds", "budget", "phases", "train", "tasks_files", "description")
-PHASE_KEYS = ("mlm", "intermediate", "baseline", "targets")
-BUDGET_KEYS = ("trials", "timeout_minutes")
-SEARCHABLE = {f.name: f.type for f in fields(TrainConfig)}
 DATA_OVERRIDES = ("max_length", "doc_stride", "max_train_examples", "max_eval_examples")
 
 
-class ExperimentError(ValueError):
+class ExperimentError(ConfigError):
     pass
+
+
+class Budget(Settings):
+    trials: int = Field(1, ge=1, le=100000, description="trials per study")
+    timeout_minutes: float | None = Field(None, gt=0, description="time limit of the whole sweep")
+
+
+class Phases(Settings):
+    mlm: str | None = None
+    intermediate: list[str | list[str] | dict[str, list[str]]] | str = []
+    baseline: bool = True
+    targets: list[str] | str = Field(min_length=1)
+
+
+class Range(Settings):
+    low: float
+    high: float
+    log: bool = False
+
+
+class TrainSpaces(Settings):
+    """Per phase kind, a search space over TrainConfig fields; per task, overrides (training and input length)."""
+
+    mlm: dict[str, object] = {}
+    intermediate: dict[str, object] = {}
+    target: dict[str, object] = {}
+    tasks: dict[str, dict[str, object]] = {}
+
+
+class ExperimentFile(Settings):
+    """The keys of an experiment file (see this module's docstring)."""
+
+    name: str
+    description: str = ""
+    encoder: str | list[str] = "tiny-xlmr"
+    data: DataConfig = DataConfig()
+    seed: int = Field(0, ge=0)
+    seeds: list[int] | None = Field(None, min_length=1)
+    budget: Budget = Budget()
+    phases: Phases
+    train: TrainSpaces = TrainSpaces()
+    tasks_files: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return safe_name(value, "name")
 
 
 @dataclass(frozen=True)
@@ -62,93 +108,98 @@ class Experiment:
 
     def data_for(self, task: str) -> DataConfig:
         overrides = self.search.get("tasks", {}).get(task, {})
-        return replace(self.data, **{k: v for k, v in overrides.items() if k in DATA_OVERRIDES})
+        return self.data.evolve(**{k: v for k, v in overrides.items() if k in DATA_OVERRIDES})
+
+    def phase_tasks(self) -> list[tuple[str, str]]:
+        """Every (phase kind, task) the experiment trains or evaluates, each once."""
+        found = [("mlm", self.mlm)] if self.mlm else []
+        found += [("intermediate", t) for sequence in self.intermediates for t in sequence]
+        found += [("target", t) for t in self.targets]
+        return list(dict.fromkeys(found))
+
+    def summary(self) -> str:
+        phases = self.phase_tasks()
+        return (f"experiment {self.name}: {len(phases)} phase tasks, {len(self.intermediates)} intermediate "
+                f"configurations x {len(self.targets)} targets, {len(self.encoders)} encoder(s) x "
+                f"{len(self.seeds)} seed(s), {self.trials} trial(s) per study")
 
 
 def _fail(path, message: str):
     raise ExperimentError(f"{path}: {message}")
 
 
-def _check_keys(path, where: str, given: dict, allowed) -> None:
-    if not isinstance(given, dict):
-        _fail(path, f"{where} must be a mapping")
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        _fail(path, f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
+def _check_space(path, where: str, spaces: dict, extra_keys=()) -> None:
+    """Every searched or fixed value is a valid TrainConfig value: a value, a list of choices, {low, high[, log]}."""
+    fields = TrainConfig.model_fields
+    for name, space in spaces.items():
+        if name in extra_keys:
+            continue
+        if name not in fields:
+            _fail(path, f"{where}: unknown option {name!r}; valid: {', '.join([*fields, *extra_keys])}")
+        if isinstance(space, dict):
+            bounds = validate(Range, space, lambda loc: f"{path}: {where}.{name}.{'.'.join(loc)}")
+            if not bounds.low < bounds.high:
+                _fail(path, f"{where}.{name}: a range needs low < high (got {space['low']}, {space['high']})")
+            values = [space["low"], space["high"]]
+        elif isinstance(space, list):
+            if not space:
+                _fail(path, f"{where}.{name}: an empty list of choices")
+            values = space
+        else:
+            values = [space]
+        for value in values:
+            validate(TrainConfig, {name: value}, lambda loc: f"{path}: {where}.{name}")
 
 
-def _check_space(path, kind: str, name: str, space) -> None:
-    if name not in SEARCHABLE:
-        _fail(path, f"train.{kind}: unknown option {name!r}; valid: {', '.join(SEARCHABLE)}")
-    if isinstance(space, dict):
-        _check_keys(path, f"train.{kind}.{name}", space, ("low", "high", "log"))
-        if not {"low", "high"} <= set(space) or not float(space["low"]) < float(space["high"]):
-            _fail(path, f"train.{kind}.{name}: a range needs low < high")
-    elif isinstance(space, list) and not space:
-        _fail(path, f"train.{kind}.{name}: an empty list of choices")
-
-
-def _intermediates(path, phases: dict) -> tuple[tuple[str, ...], ...]:
-    entries = phases.get("intermediate") or []
+def _intermediates(path, phases: Phases) -> tuple[tuple[str, ...], ...]:
+    entries = phases.intermediate if isinstance(phases.intermediate, list) else [phases.intermediate]
     sequences = []
-    for entry in entries if isinstance(entries, list) else [entries]:
+    for entry in entries:
         if isinstance(entry, dict):  # {permutations: [a, b]}: every order of a set of tasks
-            _check_keys(path, "phases.intermediate entry", entry, ("permutations",))
+            if set(entry) != {"permutations"}:
+                _fail(path, f"phases.intermediate entry {entry}: unknown key(s); valid: permutations")
             sequences += list(itertools.permutations(entry["permutations"]))
         else:
             sequences.append((entry,) if isinstance(entry, str) else tuple(entry))
-    sequences = tuple(sequences)
-    if any(not seq or not all(isinstance(t, str) for t in seq) for seq in sequences):
+    if any(not seq for seq in sequences):
         _fail(path, "phases.intermediate: each entry is a task name or a list of task names (a sequence)")
-    return (((),) if phases.get("baseline", True) else ()) + sequences
+    return (((),) if phases.baseline else ()) + tuple(sequences)
 
 
 def load_experiment(path: str | Path, registry=None) -> Experiment:
     from datamodules.tasks import load_registry
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ExperimentError(f"experiment file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    _check_keys(path, "the experiment", raw, TOP_KEYS)
-    for key in ("name", "phases"):
-        if key not in raw:
-            _fail(path, f"missing `{key}`")
-    phases, budget, train = raw["phases"], raw.get("budget", {}), raw.get("train", {})
-    _check_keys(path, "phases", phases, PHASE_KEYS)
-    _check_keys(path, "budget", budget, BUDGET_KEYS)
-    _check_keys(path, "train", train, PHASE_KINDS + ("tasks",))
-    for kind, space in train.items():
-        if kind == "tasks":
-            continue
-        _check_keys(path, f"train.{kind}", space, SEARCHABLE)
-        for name, value in space.items():
-            _check_space(path, kind, name, value)
-    for task, overrides in train.get("tasks", {}).items():
-        _check_keys(path, f"train.tasks.{task}", overrides, list(SEARCHABLE) + list(DATA_OVERRIDES))
-    data_raw = raw.get("data", {})
-    _check_keys(path, "data", data_raw, [f.name for f in fields(DataConfig)])
-    tasks_files = tuple(str((path.parent / f).resolve()) for f in raw.get("tasks_files", ()))  # relative to this file
-    data = DataConfig(**{**data_raw, "tasks_files": tasks_files,
-                         "languages": tuple(data_raw.get("languages", ())),
-                         "perturbations": tuple(data_raw.get("perturbations", ())),
-                         "adversarial": tuple(data_raw.get("adversarial", ())),
-                         "eval_splits": tuple(data_raw.get("eval_splits", ("validation", "test")))})
-    _check_perturbations(path, data)
-    targets = tuple(phases.get("targets") or ())
-    if not targets:
-        _fail(path, "phases.targets lists no target task")
-    encoders = raw.get("encoder", "tiny-xlmr")
-    seeds = raw.get("seeds", [raw.get("seed", 0)])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
-        _fail(path, "seeds: a list of integers")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ExperimentError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(raw, dict):
+        _fail(path, "an experiment file is a mapping of keys (name, phases, ...)")
+    tasks_files = [str((path.parent / f).resolve()) for f in raw.get("tasks_files", ()) or ()]
+    raw_data = raw.get("data") or {}
+    if isinstance(raw_data, dict):  # tasks files are relative to the experiment file
+        raw = {**raw, "data": {**raw_data, "tasks_files": tasks_files}}
+    parsed = validate(ExperimentFile, raw, lambda loc: f"{path}: {'.'.join(map(str, loc))}")
+    for kind in PHASE_KINDS:
+        _check_space(path, f"train.{kind}", getattr(parsed.train, kind))
+    for task, overrides in parsed.train.tasks.items():
+        _check_space(path, f"train.tasks.{task}", overrides, DATA_OVERRIDES)
+        parsed.data.evolve(**{k: v for k, v in overrides.items() if k in DATA_OVERRIDES})
+    _check_perturbations(path, parsed.data)
+    encoders = parsed.encoder if isinstance(parsed.encoder, list) else [parsed.encoder]
+    targets = parsed.phases.targets if isinstance(parsed.phases.targets, list) else [parsed.phases.targets]
     experiment = Experiment(
-        name=str(raw["name"]), path=str(path), encoders=tuple(map(str, encoders if isinstance(encoders, list)
-                                                                  else [encoders])),
-        data=data, seeds=tuple(seeds), trials=int(budget.get("trials", 1)),
-        timeout_minutes=budget.get("timeout_minutes"), mlm=phases.get("mlm"),
-        intermediates=_intermediates(path, phases), targets=targets, search=train)
-    _check_tasks(path, experiment, registry or load_registry(data.tasks_files))
+        name=parsed.name, path=str(path), encoders=tuple(encoders), data=parsed.data,
+        seeds=tuple(parsed.seeds or [parsed.seed]), trials=parsed.budget.trials,
+        timeout_minutes=parsed.budget.timeout_minutes, mlm=parsed.phases.mlm,
+        intermediates=_intermediates(path, parsed.phases), targets=tuple(targets),
+        search=parsed.train.model_dump())
+    _check_tasks(path, experiment, registry or load_registry(parsed.data.tasks_files))
     return experiment
 
 

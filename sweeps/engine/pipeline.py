@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-from sweeps.runs.run import DataConfig, RunConfig, RunResult, TrainConfig, evaluate, fit
+from sweeps.config import DataConfig, RunConfig, TrainConfig
+from sweeps.runs.run import RunResult, evaluate, fit
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class Start:
 
 
 def phase_key(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig) -> str:
-    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": asdict(train),
-                          "data": asdict(data)}, sort_keys=True, default=str)
+    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": train.model_dump(),
+                          "data": data.model_dump()}, sort_keys=True, default=str)
     return hashlib.sha256(content.encode()).hexdigest()[:24]
 
 
@@ -82,22 +82,10 @@ def _phase_tags(kind: str, key: str, start: Start, extra: dict | None) -> dict:
             "xstilts.kind": "phase"}
 
 
-def checkpoint_folder(run_id: str, uri: str) -> Path:
-    """A local copy of a run's checkpoint (downloaded once)."""
-    import mlflow
-
-    from lightning_modules.encoders import cache_dir
-
-    folder = cache_dir() / "checkpoints" / run_id
-    if not (folder / "checkpoint" / "xstilts.json").exists():
-        mlflow.set_tracking_uri(uri)
-        folder.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(f"runs:/{run_id}/checkpoint", dst_path=str(folder))
-    return folder / "checkpoint"
-
-
 def start_after(result: RunResult, kind: str, task: str, previous: Start, train: TrainConfig, data: DataConfig,
                 uri: str) -> Start:
     label = task if previous.label == "none" else f"{previous.label}>{task}"
-    return Start(encoder=str(checkpoint_folder(result.run_id, uri)), run_id=result.run_id,
+    from sweeps.tracking.artifacts import local_checkpoint
+
+    return Start(encoder=str(local_checkpoint(f"runs:/{result.run_id}/checkpoint", uri)), run_id=result.run_id,
                  key=phase_key(kind, task, previous, train, data), label=label)

@@ -11,6 +11,7 @@ MLflow tree: one parent run per sweep -> one run per trial -> the phase run it t
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,8 @@ import optuna
 from datamodules.tasks import load_registry
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
-from sweeps.runs.run import TrainConfig
+from sweeps.config import SweepConfig, TrainConfig
+from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
 from sweeps.tracking.store import database_url, default_store, git_commit, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def suggest(trial: optuna.Trial, space: dict, base: TrainConfig) -> TrainConfig:
                 values[name] = trial.suggest_float(name, float(low), float(high), log=log_scale)
         else:
             values[name] = spec
-    return replace(base, **values)
+    return base.evolve(**values)
 
 
 class PruneOnValidation(L.Callback):
@@ -151,10 +153,10 @@ def final_evaluation_data(data, kind: str, task: str):
     from datamodules.perturb import misfit
 
     if kind != "target":
-        return replace(data, perturbations=(), perturb_seed=0, perturb_dictionary=None, adversarial=())
+        return data.evolve(perturbations=(), perturb_seed=0, perturb_dictionary=None, adversarial=())
     registry = load_registry(data.tasks_files)
     fitting = tuple(name for name in data.adversarial if misfit(registry[name], registry[task]) is None)
-    return replace(data, adversarial=fitting)
+    return data.evolve(adversarial=fitting)
 
 
 def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
@@ -263,20 +265,43 @@ def log_study_plots(study: optuna.Study, sweep: Sweep) -> None:
         plt.close(axes.figure)
 
 
-def run_sweep(path: str | Experiment, storage: str | None = None, uri: str | None = None, worker: int = 0) -> str:
-    """One worker's pass over the whole experiment; returns the sweep's parent run id."""
-    from sweeps.tracking.store import experiment_id
+def preflight(path: str | Experiment, settings: SweepConfig) -> Experiment:
+    """Every input of the sweep checked before anything is created: the experiment file, the stores (they answer
+    within seconds), the cache, the encoders, and the data of every phase task (local files first, then every row)."""
+    from lightning_modules.encoders import resolve
+    from sweeps.config import RunConfig
+    from sweeps.runs.preflight import check_cache, check_files, check_run, check_storage, check_tracking
 
     experiment = path if isinstance(path, Experiment) else load_experiment(path)
-    uri = tracking_uri(uri)
+    check_tracking(tracking_uri(settings.tracking_uri))
+    check_storage(storage_url(settings.storage))
+    check_cache()
+    configs = [RunConfig(task=task, encoder=experiment.encoders[0],
+                         data=final_evaluation_data(experiment.data_for(task), kind, task))
+               for kind, task in experiment.phase_tasks()]
+    for config in configs:  # a missing file of any phase fails in seconds, before rows are read
+        check_files(config)
+    for encoder in experiment.encoders:
+        resolve(encoder)
+    for config in configs:
+        check_run(config)
+    return experiment
+
+
+def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
+    """One worker's pass over the whole (preflighted) experiment; returns the sweep's parent run id."""
+    from sweeps.tracking.store import experiment_id
+
+    uri = tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(uri)
     parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))
     deadline = time.time() + 60 * experiment.timeout_minutes if experiment.timeout_minutes else None
-    storage_backend = rdb_storage(storage_url(storage))
+    storage_backend = rdb_storage(storage_url(settings.storage))
     try:
         for encoder in experiment.encoders:
             for seed in experiment.seeds:
-                run_pipeline(Sweep(experiment, uri, storage_backend, parent, deadline, worker, encoder, seed))
+                run_pipeline(Sweep(experiment, uri, storage_backend, parent, deadline, settings.worker_index,
+                                   encoder, seed))
     except BaseException:
         client.set_terminated(parent, "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
         raise
@@ -304,17 +329,18 @@ def _intermediate_start(sweep: Sweep, sequence: tuple[str, ...], base: Start) ->
     return start
 
 
-def launch_workers(path: str, workers: int, storage: str | None, uri: str | None) -> int:
-    """Run `workers` sweep processes on the same studies; returns the worst exit code."""
-    storage, uri = storage_url(storage), tracking_uri(uri)
+def launch_workers(experiment: Experiment, settings: SweepConfig) -> int:
+    """Run `settings.workers` sweep processes on the same studies; returns the worst exit code. The stores' URIs
+    reach the workers through their environment, never their command line (it may hold a password)."""
+    storage, uri = storage_url(settings.storage), tracking_uri(settings.tracking_uri)
     # the stores' tables are created here, once: workers starting together would race to create them (MLflow's
     # migrations take seconds on PostgreSQL)
     rdb_storage(storage)
     mlflow.MlflowClient(uri).search_experiments(max_results=1)
-    command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(path)), "--workers", "1"]
-    command += ["--storage", storage, "--tracking-uri", uri]
+    command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(experiment.path)), "--workers", "1"]
+    environment = {**os.environ, STORAGE_ENV: storage, TRACKING_ENV: uri}
     processes = []
-    for index in range(workers):
-        processes.append(subprocess.Popen(command + ["--worker-index", str(index)]))
+    for index in range(settings.workers):
+        processes.append(subprocess.Popen(command + ["--worker-index", str(index)], env=environment))
         time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
     return max(p.wait() for p in processes)

@@ -23,7 +23,7 @@ for it when its local files are there (bucc2018_official, the BUCC files with di
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 
@@ -187,9 +187,9 @@ def head_fits(task, meta: dict | None) -> str | None:
 def _checkpoint(checkpoint: str, uri: str | None) -> tuple[str, dict | None]:
     """(what to evaluate: a local checkpoint folder or an encoder name, the checkpoint's metadata or None)."""
     from lightning_modules.checkpoint import is_checkpoint, read_meta
-    from sweeps.runs.run import local_checkpoint
+    from sweeps.tracking.artifacts import is_tracked, local_checkpoint
 
-    if ":/" in checkpoint or Path(checkpoint, "xstilts.json").exists():
+    if is_tracked(checkpoint) or Path(checkpoint, "xstilts.json").exists():
         folder = local_checkpoint(checkpoint, uri)  # a runs:/ or models:/ URI is downloaded once
         if is_checkpoint(folder):
             return str(folder), read_meta(folder)
@@ -203,7 +203,8 @@ def _checkpoint(checkpoint: str, uri: str | None) -> tuple[str, dict | None]:
 def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
     """Evaluate `checkpoint` on benchmark `name` (config: a sweeps.runs.run.RunConfig for data and tracking options)."""
     from datamodules.tasks import TaskError, load_registry
-    from sweeps.runs.run import RunConfig, evaluate
+    from sweeps.config import RunConfig
+    from sweeps.runs.run import evaluate
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     registry = load_registry(config.data.tasks_files)
@@ -212,7 +213,7 @@ def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
     if data_path is not None and not data_path.is_dir():
         raise FileNotFoundError(f"--data-dir {data_path} is not a folder")
     uri = tracking_uri(config.tracking_uri)
-    target, meta = _checkpoint(checkpoint, config.tracking_uri)
+    target, meta = _checkpoint(checkpoint, uri)
     result = BenchmarkResult(name, checkpoint)
     tags = {"xstilts.command": "benchmark", "xstilts.benchmark": name, "xstilts.checkpoint": checkpoint,
             "xstilts.checkpoint_run_id": (meta or {}).get("run_id", ""), **config.tags}
@@ -220,7 +221,7 @@ def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
                      config.parent_run_id) as run:
         result.run_id = run.run_id
         run.log_params({"checkpoint": checkpoint, "benchmark": name,
-                        **{f"data.{k}": v for k, v in asdict(config.data).items()}})
+                        **{f"data.{k}": v for k, v in config.data.model_dump().items()}})
         for task in tasks:
             languages = task.benchmark_languages(name)
             chosen = choose(task, registry, languages, data_path)
@@ -230,7 +231,7 @@ def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
                 continue
             split = eval_split(chosen)
             child = RunConfig(task=chosen.name, encoder=config.encoder, train=config.train,
-                              data=replace(config.data, languages=(), eval_splits=(split,)),
+                              data=config.data.evolve(languages=(), eval_splits=(split,)),
                               tracking_uri=uri, experiment=config.experiment,
                               run_name=f"benchmark-{name}/{task.name}", parent_run_id=run.run_id,
                               tags={"xstilts.benchmark": name, "xstilts.benchmark_task": task.name})

@@ -1,86 +1,18 @@
 """One tracked run: train an encoder on a task (English), select on English validation, evaluate every language
-zero-shot, and save the checkpoint; or evaluate a saved checkpoint. Everything is checked before the MLflow run
-starts where it can be; what fails later (bad rows in a data file) marks the run FAILED."""
+zero-shot, and save the checkpoint; or evaluate a saved checkpoint. Everything that can be checked is checked
+before the MLflow run starts (sweeps/runs/preflight.py); what fails after it started marks it FAILED."""
 
 from __future__ import annotations
 
 import json
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from datamodules.tasks import TaskError, TaskSpec, get_task, load_registry
-
-FIXTURES = Path(__file__).resolve().parents[2] / "datamodules" / "fixtures"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    data_dir: str | None = None  # local files in the hub layout; "fixtures" = the bundled fixtures
-    tasks_files: tuple[str, ...] = ()
-    languages: tuple[str, ...] = ()  # evaluation languages (default: all of the task's)
-    eval_splits: tuple[str, ...] = ("validation", "test")
-    max_length: int = 256
-    doc_stride: int = 128
-    mlm_probability: float = 0.15  # masked-LM phases: share of sub-tokens masked
-    whole_word_mask: bool = False  # masked-LM phases: mask whole words, not single sub-tokens
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    streaming: bool = False
-    num_workers: int = 0
-    # robustness (final evaluation only, never training or selection): perturbed copies of every evaluation set
-    # (typos, word_order, casing, code_switch: datamodules/perturb.py), their seed, code_switch's dictionary
-    # (default: the built-in en/de/fr/es one), and adversarial sets: other tasks of the same format and labels
-    perturbations: tuple[str, ...] = ()
-    perturb_seed: int = 0
-    perturb_dictionary: str | None = None
-    adversarial: tuple[str, ...] = ()
-    group_by_length: bool = False  # training batches of similar lengths (less padding)
-
-    def data_path(self) -> Path | None:
-        if self.data_dir == "fixtures":
-            return FIXTURES
-        return Path(self.data_dir) if self.data_dir else None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    lr: float = 1e-5
-    epochs: int = 3
-    max_steps: int = -1
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    accumulate: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    eval_every: int | None = None  # validate every N training steps (default: once per epoch)
-    patience: int | None = None  # early stopping on the English validation metric
-    precision: str = "32-true"
-    seed: int = 0
-    tuning: str = "full"  # full, frozen_embeddings, lora, ia3 (lightning_modules/encoders/tuning.py)
-    lora_rank: int = 8
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
-    compile: bool = False  # torch.compile the encoder (dynamic shapes): for GPUs; on CPU it only adds compile time
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    task: str
-    encoder: str = "tiny-xlmr"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking_uri: str | None = None
-    experiment: str = "xstilts"
-    run_name: str | None = None
-    tags: dict = field(default_factory=dict)
-    parent_run_id: str | None = None
-
-    def params(self) -> dict:
-        flat = {"task": self.task, "encoder": self.encoder}
-        flat.update({f"data.{k}": v for k, v in asdict(self.data).items()})
-        flat.update({f"train.{k}": v for k, v in asdict(self.train).items()})
-        return flat
+from datamodules.tasks import TaskSpec
+from sweeps.config import DataConfig, RunConfig
+from sweeps.runs.preflight import Prepared, check_run, check_tracking, local_encoder
 
 
 @dataclass
@@ -89,57 +21,6 @@ class RunResult:
     scores: dict[str, float]
     checkpoint_uri: str | None = None
     selection_score: float | None = None  # the English validation score the checkpoint was selected on
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything a run needs, built and checked before its MLflow run starts."""
-
-    task: TaskSpec
-    train_task: TaskSpec
-    registry: dict
-
-
-def prepare(config: RunConfig) -> Prepared:
-    from lightning_modules.encoders import resolve
-
-    registry = load_registry(config.data.tasks_files)
-    task = get_task(config.task, registry)
-    for lang in config.data.languages:
-        task.check_language(lang)
-    _check_robustness(config.data, task, registry)
-    data_path = config.data.data_path()
-    if data_path is not None and not data_path.is_dir():
-        raise FileNotFoundError(f"--data-dir {data_path} is not a folder")
-    resolve(config.encoder)
-    train_task = registry[task.train_task] if task.train_task else task
-    if task.format == "span_qa" and config.data.doc_stride >= config.data.max_length // 2:
-        raise TaskError(f"--doc-stride {config.data.doc_stride} must be below half of --max-length "
-                        f"{config.data.max_length}: the windows of a long context overlap by the stride")
-    if data_path is not None:
-        _check_local_files(task, train_task, config.data, data_path)
-    return Prepared(task, train_task, registry)
-
-
-def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
-    from datamodules.perturb import adversarial_tasks, check_perturbations
-
-    check_perturbations(data.perturbations)
-    adversarial_tasks(data.adversarial, task, registry)
-    if data.perturb_dictionary and not Path(data.perturb_dictionary).is_file():
-        raise FileNotFoundError(f"dictionary {data.perturb_dictionary} does not exist")
-
-
-def _check_local_files(task: TaskSpec, train_task: TaskSpec, data: DataConfig, data_path: Path) -> None:
-    """Fail before the run starts when a local file that is certainly needed is absent."""
-    from datamodules.sources import slices
-
-    if train_task.has_split("train") and task.format != "retrieval":
-        slices(train_task, "train", train_task.train_language, data_path)
-    for lang in data.languages:
-        for split in data.eval_splits:
-            if task.has_split(split):
-                slices(task, split, lang, data_path)
 
 
 def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=None):
@@ -213,32 +94,32 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders import load_encoder
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
-    from lightning_modules.task_module import OptimizerSettings, TaskModule
+    from lightning_modules.task_module import TaskModule
     from sweeps.tracking.store import tracked_run, tracking_uri
 
-    prepared = prepare(config)
-    fmt = get_format(prepared.task.format)
     uri = tracking_uri(config.tracking_uri)
+    check_tracking(uri)
+    config = config.evolve(encoder=local_encoder(config.encoder, uri))
+    prepared = check_run(config)
+    fmt = get_format(prepared.task.format)
     tags = {"xstilts.command": "fit", "xstilts.task": prepared.task.name, "xstilts.encoder": config.encoder,
             "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed,
             "xstilts.train_language": prepared.train_task.train_language, **_metadata_tags(prepared.train_task),
             **config.tags}
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    encoder, tokenizer = load_encoder(config.encoder)
+    if config.train.gradient_checkpointing:
+        encoder.gradient_checkpointing_enable()
+    encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                      config.parent_run_id) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
-        L.seed_everything(config.train.seed, workers=True, verbose=False)
-        encoder, tokenizer = load_encoder(config.encoder)
-        if config.train.gradient_checkpointing:
-            encoder.gradient_checkpointing_enable()
-        encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
         datamodule.setup("test")
         _log_data(run, prepared, datamodule)
         head = fmt.build_head(encoder, prepared.task, datamodule.labels)
-        module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id,
-                            OptimizerSettings(lr=config.train.lr, weight_decay=config.train.weight_decay,
-                                              warmup_ratio=config.train.warmup_ratio))
+        module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id, config.train)
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
@@ -303,57 +184,45 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.tracking.artifacts import CheckpointError, is_tracked, local_checkpoint
     from sweeps.tracking.store import tracked_run, tracking_uri
 
-    folder = local_checkpoint(checkpoint, config.tracking_uri) if _names_checkpoint(checkpoint) else None
+    uri = tracking_uri(config.tracking_uri)
+    check_tracking(uri)
+    names_checkpoint = is_tracked(checkpoint) or Path(checkpoint, "xstilts.json").exists()
+    folder = local_checkpoint(checkpoint, uri) if names_checkpoint else None
     meta = read_meta(folder) if folder and is_checkpoint(folder) else None
     if folder is None:
-        config = replace(config, encoder=checkpoint)
+        if not config.task:
+            raise CheckpointError(f"{checkpoint} is not an xstilts checkpoint (no xstilts.json): pass a checkpoint "
+                                  f"folder, runs:/<run id>/checkpoint or models:/<name>@<alias>, or --task to "
+                                  f"evaluate an encoder on a retrieval task")
+        config = config.evolve(encoder=checkpoint)
     if meta is not None:
-        config = replace(config, task=config.task or meta["task"], encoder=str(folder / "encoder"),
-                         data=replace(config.data, max_length=meta["max_length"], doc_stride=meta["doc_stride"]))
-    prepared = prepare(config)
+        config = config.evolve(task=config.task or meta["task"], encoder=str(folder / "encoder"),
+                               data=config.data.evolve(max_length=meta["max_length"], doc_stride=meta["doc_stride"]))
+    prepared = check_run(config, training=False)
     with_head = prepared.task.format != "retrieval"
     if with_head and (meta is None or meta["format"] != prepared.task.format):
         found = f"has a {meta['format']} head" if meta else "is not an xstilts checkpoint"
-        raise ValueError(f"{checkpoint} {found}; task {prepared.task.name} needs a trained {prepared.task.format} "
+        raise CheckpointError(f"{checkpoint} {found}; task {prepared.task.name} needs a trained {prepared.task.format} "
                          f"head (only retrieval tasks are evaluated straight from an encoder)")
     fmt = get_format(prepared.task.format)
     labels = meta["labels"] if with_head else None
-    uri = tracking_uri(config.tracking_uri)
     tags = {"xstilts.command": "evaluate", "xstilts.task": prepared.task.name, "xstilts.checkpoint": checkpoint,
             "xstilts.checkpoint_run_id": (meta or {}).get("run_id", ""), **config.tags}
+    encoder, tokenizer = load_encoder(config.encoder)
+    head = fmt.build_head(encoder, prepared.task, labels)
+    if with_head:
+        load_head(folder, head)
     with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags,
                      config.parent_run_id) as run:
         run.log_params({**config.params(), "checkpoint": checkpoint})
-        encoder, tokenizer = load_encoder(config.encoder)
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
         _log_robustness(run, datamodule)
-        head = fmt.build_head(encoder, prepared.task, labels)
-        if with_head:
-            load_head(folder, head)
         module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id)
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)
         trainer.test(module, datamodule=datamodule, verbose=False)
         run.log_dict(module.scores, "scores.json")
         return RunResult(run.run_id, dict(module.scores))
-
-
-def _names_checkpoint(checkpoint: str) -> bool:
-    return ":/" in checkpoint or Path(checkpoint, "xstilts.json").exists()
-
-
-def local_checkpoint(checkpoint: str, uri: str | None) -> Path:
-    """A local folder for a checkpoint given as a folder, `runs:/<id>/checkpoint` or `models:/<name>@<alias>`."""
-    if "://" not in checkpoint and ":/" not in checkpoint:
-        path = Path(checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-        return path
-    import mlflow
-
-    from sweeps.tracking.store import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    return Path(mlflow.artifacts.download_artifacts(checkpoint))

@@ -82,10 +82,3 @@ def champions(uri: str) -> list[dict]:
                      "intermediate": version.tags.get("intermediate", ""), SCORE: float(version.tags["score"]),
                      **means})
     return rows
-
-
-def download_registered_encoder(uri_string: str) -> str:
-    """The local encoder folder of a `models:/xstilts-<task>@champion` checkpoint."""
-    from sweeps.runs.run import local_checkpoint
-
-    return str(local_checkpoint(uri_string, None) / "encoder")

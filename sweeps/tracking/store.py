@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -130,9 +131,24 @@ class Run:
         return RunLogger(tracking_uri=self.uri, run_id=self.run_id, synchronous=False)
 
 
+class RunFailed(RuntimeError):
+    """A run that had started failed; it is marked FAILED in MLflow. The message is the cause's."""
+
+    def __init__(self, run_id: str, cause: BaseException):
+        self.run_id, self.cause = run_id, cause
+        super().__init__(f"{str(cause) or type(cause).__name__} (MLflow run {run_id} marked FAILED)")
+
+
+def _killed(error: BaseException) -> bool:
+    """Ctrl-C, and a trial an Optuna pruner stopped (only possible where optuna is imported)."""
+    optuna = sys.modules.get("optuna")
+    return isinstance(error, KeyboardInterrupt) or optuna is not None and isinstance(error, optuna.TrialPruned)
+
+
 @contextmanager
 def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None):
-    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C or pruning) if the block raises."""
+    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C or pruning) if the block raises; an error
+    inside it is raised again as RunFailed (naming the run), once: an enclosing run passes it on."""
     import mlflow
     from mlflow.entities import RunStatus
 
@@ -148,9 +164,10 @@ def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = No
         yield Run(client, uri, created.info.run_id)
         status = RunStatus.FINISHED
     except BaseException as error:
-        # Ctrl-C, and a trial an Optuna pruner stopped, are KILLED; anything else FAILED
-        if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "TrialPruned":
+        if _killed(error):
             status = RunStatus.KILLED
+        if isinstance(error, Exception) and not isinstance(error, RunFailed) and not _killed(error):
+            raise RunFailed(created.info.run_id, error) from error
         raise
     finally:
         # waits until every asynchronously logged metric is written (mlflow.flush_async_logging() would flush the

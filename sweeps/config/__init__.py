@@ -1,0 +1,7 @@
+"""Configuration: the typed schema of every setting (schema.py), the command-line flags made from it (flags.py),
+one-line validation errors (errors.py) and credentials kept out of command lines and output (secrets.py)."""
+
+from sweeps.config.errors import ConfigError
+from sweeps.config.schema import DataConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+
+__all__ = ["ConfigError", "DataConfig", "RunConfig", "SweepConfig", "TrackingConfig", "TrainConfig"]

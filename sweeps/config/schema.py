@@ -1,0 +1,160 @@
+"""Every setting of xstilts, written once: type, default, valid range and one line of help.
+
+The command line's flags (sweeps/config/flags.py), the experiment file's keys (sweeps/engine/experiment.py), the
+values logged as MLflow params and what the Lightning module and datamodule receive are all read from these
+models. pydantic validates them: every value is type- and range-checked, and an error names the flag or key, the
+value and what would be valid (sweeps/config/errors.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lightning_modules.encoders.tuning import TUNING_MODES
+
+FIXTURES = Path(__file__).resolve().parents[2] / "datamodules" / "fixtures"
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
+SPLITS = ("train", "validation", "test")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=-]*$")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def safe_name(value: str, what: str) -> str:
+    """A name that becomes a folder or file name (experiment, run, study): no separators, no '..'."""
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(f"{what} {value!r} is not a safe name: letters, digits and . _ + @ = - only, starting "
+                         f"with a letter or digit, no '..' or '/'")
+    return value
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def evolve(self, **changes):
+        """A copy with `changes`, validated like the original."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+class DataConfig(Settings):
+    data_dir: str | None = Field(None, description="local files in the hub layout (DIR/<dataset>/<config>/"
+                                                   "<split>.jsonl); 'fixtures' for the bundled fixtures; "
+                                                   "default: the hub")
+    tasks_files: tuple[str, ...] = Field((), description="extra task declarations (YAML); repeat the flag",
+                                         json_schema_extra={"flag": "--tasks-file", "append": True})
+    languages: tuple[str, ...] = Field((), description="evaluation languages, comma-separated (default: all "
+                                                       "of the task's)")
+    eval_splits: tuple[Literal["validation", "test", "train"], ...] = Field(
+        ("validation", "test"), min_length=1, description="evaluation splits, comma-separated")
+    max_length: int = Field(256, ge=8, le=8192, description="maximum input length in sub-tokens")
+    doc_stride: int = Field(128, ge=1, le=8192, description="span QA: overlap of the windows of a long context")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-LM phases: share of sub-tokens masked")
+    whole_word_mask: bool = Field(False, description="masked-LM phases: mask whole words, not single sub-tokens")
+    max_train_examples: int | None = Field(None, ge=1, description="use at most N training examples")
+    max_eval_examples: int | None = Field(None, ge=1, description="use at most N examples per evaluation set")
+    streaming: bool = Field(False, description="stream the training data (needs --max-steps)")
+    num_workers: int = Field(0, ge=0, le=256, description="DataLoader worker processes")
+    group_by_length: bool = Field(False, description="training batches of examples of similar lengths (less "
+                                                     "padding, faster)")
+    perturbations: tuple[str, ...] = Field(
+        (), description="also evaluate perturbed copies of every evaluation set, comma-separated: typos, "
+                        "word_order, casing, code_switch (final evaluation only)",
+        json_schema_extra={"flag": "--perturb"})
+    perturb_seed: int = Field(0, ge=0, description="seed of the perturbations")
+    perturb_dictionary: str | None = Field(
+        None, description="code_switch's dictionary: JSON like datamodules/dictionaries/en-de-fr-es.json (the "
+                          "default), or MUSE lines in <src>-<tgt>.txt", json_schema_extra={"flag": "--dictionary"})
+    adversarial: tuple[str, ...] = Field((), description="also evaluate on these registered tasks of the same "
+                                                         "format and labels, e.g. anli_plus for an XNLI checkpoint")
+
+    def data_path(self) -> Path | None:
+        if self.data_dir == "fixtures":
+            return FIXTURES
+        return Path(self.data_dir).expanduser() if self.data_dir else None
+
+
+class TrainConfig(Settings):
+    lr: float = Field(1e-5, gt=0, le=1, description="peak learning rate (AdamW)")
+    epochs: int = Field(3, ge=1, le=1000, description="training epochs")
+    max_steps: int = Field(-1, ge=-1, description="stop after N optimizer steps (-1: after --epochs)")
+    batch_size: int = Field(32, ge=1, le=65536, description="training micro-batch size")
+    eval_batch_size: int = Field(64, ge=1, le=65536, description="evaluation batch size")
+    accumulate: int = Field(1, ge=1, le=4096, description="gradient accumulation steps")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warm-up")
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
+    adam_epsilon: float = Field(1e-8, gt=0, lt=1, description="AdamW epsilon")
+    eval_every: int | None = Field(None, ge=1, description="validate on English every N steps (default: each "
+                                                           "epoch)")
+    patience: int | None = Field(None, ge=1, description="early stopping patience, in validations")
+    precision: Literal[PRECISIONS] = Field("32-true", description="Lightning precision, e.g. bf16-mixed on GPU")
+    compile: bool = Field(False, description="torch.compile the encoder (GPU; on CPU it only adds a minute or two "
+                                             "of compiling)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
+    tuning: Literal[TUNING_MODES] = Field("full", description="what trains besides the head (lora/ia3: peft "
+                                                              "adapters, merged into the checkpoint)")
+    lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less "
+                                                            "memory, more time")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _no_zero_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (no limit) or at least 1")
+        return value
+
+
+class TrackingConfig(Settings):
+    tracking_uri: str | None = Field(None, description="MLflow store: sqlite:///…, postgresql://…, http(s)://… "
+                                                       "(default: $MLFLOW_TRACKING_URI, else sqlite in mlruns/)")
+    experiment: str = Field("xstilts", description="MLflow experiment name")
+    run_name: str | None = Field(None, description="MLflow run name")
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_experiment(cls, value: str) -> str:
+        return safe_name(value, "experiment")
+
+
+class SweepConfig(Settings):
+    storage: str | None = Field(None, description="Optuna storage URL (default: sqlite in mlruns/; "
+                                                  "postgresql://… to share)")
+    workers: int = Field(1, ge=1, le=256, description="worker processes on this machine")
+    worker_index: int = Field(0, ge=0, description="distinct per worker across machines")
+    tracking_uri: str | None = Field(None, description="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite "
+                                                       "in mlruns/)")
+    check: bool = Field(False, description="only run the preflight: check every input of the experiment, create "
+                                           "nothing")
+
+
+class RunConfig(Settings):
+    """One tracked run: what `xstilts fit` and `xstilts evaluate` do, and each phase of a sweep."""
+
+    task: str = ""
+    encoder: str = Field("tiny-xlmr", description="hub id, local folder, xstilts checkpoint, models:/… or runs:/… "
+                                                  "URI, or a built-in: tiny-xlmr, multilingual-e5-small")
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    tracking_uri: str | None = None
+    experiment: str = "xstilts"
+    run_name: str | None = None
+    tags: dict = {}
+    parent_run_id: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_experiment(cls, value: str) -> str:
+        return safe_name(value, "experiment")
+
+    def params(self) -> dict:
+        """The run's settings as flat MLflow params (`data.max_length`, `train.lr`, ...)."""
+        flat = {"task": self.task, "encoder": self.encoder}
+        flat.update({f"data.{k}": v for k, v in self.data.model_dump().items()})
+        flat.update({f"train.{k}": v for k, v in self.train.model_dump().items()})
+        return flat

@@ -1,0 +1,186 @@
+"""Preflight: everything a run needs, checked before any MLflow run or Optuna study exists.
+
+Tasks and languages are known; data files exist and every row parses (file, row and field named); the encoder or
+checkpoint resolves (`models:/` and `runs:/` included); the tracking store and the Optuna storage answer within a few
+seconds; folders that will be written are writable. A sweep checks all its phases at once (sweeps/engine/sweep.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from datamodules.tasks import TaskSpec, get_task, load_registry
+from sweeps.config import ConfigError, DataConfig, RunConfig
+from sweeps.config.secrets import redact
+
+CONNECT_SECONDS = 5
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+class PreflightError(ValueError):
+    """An input that fails a preflight check; nothing has been created."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs, built and checked before its MLflow run starts."""
+
+    task: TaskSpec
+    train_task: TaskSpec
+    registry: dict
+
+
+def check_files(config: RunConfig) -> None:
+    """The local files a run certainly reads exist (a quick check: no file is read)."""
+    from datamodules.sources import slices
+
+    data_path = config.data.data_path()
+    if data_path is None:
+        return
+    if not data_path.is_dir():
+        raise PreflightError(f"data_dir {data_path} is not a folder")
+    registry = load_registry(config.data.tasks_files)
+    task = get_task(config.task, registry)
+    train_task = registry[task.train_task] if task.train_task else task
+    if train_task.has_split("train") and task.format != "retrieval":
+        slices(train_task, "train", train_task.train_language, data_path)
+    for lang in config.data.languages:
+        for split in config.data.eval_splits:
+            if task.has_split(split):
+                slices(task, split, lang, data_path)
+
+
+def check_run(config: RunConfig, training: bool = True) -> Prepared:
+    """The task, its languages and settings, its data rows and the encoder of one run."""
+    from lightning_modules.encoders import resolve
+
+    registry = load_registry(config.data.tasks_files)
+    task = get_task(config.task, registry)
+    for lang in config.data.languages:
+        task.check_language(lang)
+    _check_robustness(config.data, task, registry)
+    data_path = config.data.data_path()
+    if data_path is not None and not data_path.is_dir():
+        raise PreflightError(f"--data-dir {data_path} is not a folder")
+    if task.format == "span_qa" and config.data.doc_stride >= config.data.max_length // 2:
+        raise ConfigError(f"--doc-stride {config.data.doc_stride} must be below half of --max-length "
+                          f"{config.data.max_length}: the windows of a long context overlap by the stride")
+    if training and config.data.streaming and config.train.max_steps < 1:
+        raise ConfigError("--streaming needs --max-steps: a stream's length is not known in advance")
+    resolve(config.encoder)
+    train_task = registry[task.train_task] if task.train_task else task
+    prepared = Prepared(task, train_task, registry)
+    check_data(config.data, prepared, training)
+    return prepared
+
+
+def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
+    from datamodules.perturb import adversarial_tasks, check_perturbations
+
+    check_perturbations(data.perturbations)
+    adversarial_tasks(data.adversarial, task, registry)
+    if data.perturb_dictionary and not Path(data.perturb_dictionary).is_file():
+        raise PreflightError(f"--dictionary {data.perturb_dictionary} does not exist")
+
+
+def check_data(data: DataConfig, prepared: Prepared, training: bool) -> None:
+    """Every split the run reads, loaded and validated row by row (no tokenizing): files, columns, labels, types."""
+    from datamodules.datamodule import TaskDataModule
+    from lightning_modules.formats import get_format
+
+    module = TaskDataModule(prepared.task, get_format(prepared.task.format), tokenizer=None,
+                            train_task=prepared.train_task, data_dir=data.data_path(),
+                            eval_languages=list(data.languages) or None, eval_splits=data.eval_splits,
+                            streaming=data.streaming, max_train_examples=data.max_train_examples,
+                            max_eval_examples=data.max_eval_examples)
+    module.check_data(training)
+
+
+def local_encoder(name: str, uri: str) -> str:
+    """An encoder name the encoders module resolves: a tracked checkpoint (`models:/`, `runs:/`) as its folder."""
+    from sweeps.tracking.artifacts import is_tracked, local_checkpoint
+
+    return str(local_checkpoint(name, uri)) if is_tracked(name) else name
+
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+
+
+def check_tracking(uri: str) -> None:
+    """The MLflow store answers within CONNECT_SECONDS (a server, a database) or its folder is writable (sqlite)."""
+    scheme = _scheme(uri)
+    if scheme not in TRACKING_SCHEMES:
+        raise PreflightError(f"--tracking-uri {redact(uri)}: unsupported scheme {scheme or 'none'!r}; valid: "
+                             f"{', '.join(TRACKING_SCHEMES)}")
+    if scheme in ("http", "https"):
+        _check_server(uri)
+    elif scheme == "sqlite":
+        writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
+    elif scheme != "file":
+        _check_database(uri, "--tracking-uri")
+
+
+def check_storage(url: str) -> None:
+    """The Optuna storage (an RDB) answers within CONNECT_SECONDS."""
+    scheme = _scheme(url)
+    if scheme not in STORAGE_SCHEMES:
+        raise PreflightError(f"--storage {redact(url)}: unsupported scheme {scheme or 'none'!r}; valid: "
+                             f"{', '.join(STORAGE_SCHEMES)}")
+    if scheme == "sqlite":
+        writable(Path(url.removeprefix("sqlite:///")).parent, "--storage")
+    else:
+        _check_database(url, "--storage")
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=CONNECT_SECONDS):
+            return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise PreflightError(f"--tracking-uri {redact(uri)}: the tracking server does not answer within "
+                             f"{CONNECT_SECONDS} s ({reason})") from None
+
+
+def _check_database(url: str, option: str) -> None:
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=_timeout_args(url), poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            pass
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise PreflightError(f"{option} {redact(url)}: not a database URL ({error})") from None
+    except SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", error)).strip().splitlines()
+        raise PreflightError(f"{option} {redact(url)}: cannot connect within {CONNECT_SECONDS} s "
+                             f"({redact(cause[0] if cause else type(error).__name__)})") from None
+
+
+def _timeout_args(url: str) -> dict:
+    scheme = _scheme(url)
+    return {"connect_timeout": CONNECT_SECONDS} if scheme in ("postgresql", "mysql") else {}
+
+
+def writable(folder: Path, what: str) -> None:
+    """`folder` exists or can be made, and a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".xstilts-check-"):
+            pass
+    except OSError as error:
+        raise PreflightError(f"{what}: folder {folder} is not writable ({error.strerror})") from None
+
+
+def check_cache() -> None:
+    from lightning_modules.encoders import cache_dir
+
+    writable(cache_dir(), "cache ($XSTILTS_CACHE)")
