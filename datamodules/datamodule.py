@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader
 from datamodules.pools import is_pool, limit_sources, with_calibration
 from datamodules.sources import MissingData, collect_labels, load_split
 from datamodules.tasks import TaskError, TaskSpec
+from lightning_modules.formats import get_spec
 from lightning_modules.formats.base import EvalSet, FeatureSettings
-from datamodules.perturb import (Robustness, changed_share, perturb_examples, perturbed_split, samples,
-                                       unsupported)
+from datamodules.perturb import Robustness, changed_share, perturb_examples, samples, unsupported
+from lightning_modules.metrics.robustness import perturbed_split
 
 log = logging.getLogger(__name__)
 FEATURES_VERSION = 2  # bump when a format's featurize changes, to invalidate cached features
@@ -159,7 +160,7 @@ class TaskDataModule(L.LightningDataModule):
                         raise
 
     def _require_training(self) -> None:
-        if not self.fmt.trains():
+        if not get_spec(self.task.format).trains:
             raise TaskError(f"task {self.task.name!r} ({self.task.format}) is evaluation only: it has no training")
 
     # ------------------------------------------------------------------ Lightning hooks

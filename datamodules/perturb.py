@@ -20,7 +20,8 @@ the tags stay aligned; word_order does not apply); retrieval pairs the source (q
 
 A perturbed copy of the evaluation split `test` is named `test.typos` (MLflow names allow no `~`), so its scores
 land as `test.typos/<lang>/<metric>`. An adversarial set (another registered task of the same format and labels,
-e.g. ANLI for an NLI model) is named `test.anli_plus` the same way. `robustness_drops` turns the scores into
+e.g. ANLI for an NLI model) is named `test.anli_plus` the same way. `robustness_drops` (lightning_modules/metrics/
+robustness.py) turns the scores into
 `robustness/<perturbation>/<lang>/<metric>_drop` = clean - perturbed (perturbed - clean for perplexity), with the
 mean over languages and, over the synthetic perturbations, `robustness/mean/<metric>_drop`.
 """
@@ -35,22 +36,17 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from statistics import mean
 
 from datamodules.tasks import TaskError
+from lightning_modules.formats import get_spec
+from lightning_modules.metrics.robustness import perturbed_split
 
 PERTURBATIONS = ("typos", "word_order", "casing", "code_switch")
 # share of the words changed (word_order: of the windows shuffled)
 RATES = {"typos": 0.3, "word_order": 0.5, "casing": 0.5, "code_switch": 0.5}
 WINDOW = 3  # word_order: words move inside windows of this many words
-SEPARATOR = "."  # "<split>.<variant>": the split name of a perturbed copy or an adversarial set
 PERTURB_VERSION = 1  # bump when a perturbation changes, to invalidate cached perturbed features
 BUILTIN_DICTIONARY = Path(__file__).with_name("dictionaries") / "en-de-fr-es.json"
-# the canonical fields (datamodules/tasks.py: FORMAT_FIELDS) that are input text, per format
-INPUT_FIELDS = {"classification": ("text_a", "text_b"), "multiple_choice": ("context", "choices"),
-                "span_qa": ("question",), "tagging": ("tokens",), "retrieval": ("source",)}
-LOWER_IS_BETTER = ("perplexity",)
-SUMMARY_LANGUAGES = ("mean", "zero_shot_mean")
 
 _SPACE = re.compile(r"(\s+)")
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
@@ -59,16 +55,6 @@ _KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 
 
 # ---------------------------------------------------------------------------------------------- names and checks
-
-def perturbed_split(split: str, variant: str) -> str:
-    return f"{split}{SEPARATOR}{variant}"
-
-
-def parse_split(split: str) -> tuple[str, str | None]:
-    """(clean split, variant): ("test", "typos") for "test.typos", ("test", None) for "test"."""
-    clean, _, variant = split.partition(SEPARATOR)
-    return clean, variant or None
-
 
 def check_perturbations(names) -> tuple[str, ...]:
     unknown = [n for n in names if n not in PERTURBATIONS]
@@ -81,12 +67,13 @@ def check_perturbations(names) -> tuple[str, ...]:
 
 def unsupported(task, name: str) -> str | None:
     """Why perturbation `name` does not apply to `task`'s evaluation sets (None: it applies)."""
-    if task.format not in INPUT_FIELDS:
+    spec = get_spec(task.format)
+    if not spec.input_fields:
         return f"format {task.format} has no evaluation input to perturb"
     if task.format == "retrieval" and task.layout != "pairs":
         return f"a {task.layout} retrieval pool is not perturbed"
-    if task.format == "tagging" and name == "word_order":
-        return "word order is not changed in tagging (the tags follow the words)"
+    if spec.aligned_words and name == "word_order":
+        return f"word order is not changed in {task.format} (its labels follow the words)"
     return None
 
 
@@ -386,9 +373,14 @@ class Robustness:
         return [Perturber(name, self.seed, dictionary, self.rate) for name in check_perturbations(self.perturbations)]
 
 
+def input_fields(task, examples) -> list[str]:
+    """The columns of `examples` that are input text of `task`'s format (its SPEC's input_fields)."""
+    return [f for f in get_spec(task.format).input_fields if f in examples.column_names]
+
+
 def perturb_examples(examples, task, lang: str, perturber: Perturber):
     """A perturbed copy of canonical `examples` (a datasets.Dataset): only the task's input fields change."""
-    fields = [f for f in INPUT_FIELDS[task.format] if f in examples.column_names]
+    fields = input_fields(task, examples)
 
     def apply(batch, indices):
         return {name: [perturber.value(v, name, lang, f"{i}/{name}") for v, i in zip(batch[name], indices)]
@@ -403,7 +395,7 @@ def perturb_examples(examples, task, lang: str, perturber: Perturber):
 
 def samples(clean, perturbed, task, n: int = 3) -> list[dict]:
     """The first `n` examples' input fields, clean and perturbed, side by side (for the tracked run)."""
-    fields = [f for f in INPUT_FIELDS.get(task.format, ()) if f in clean.column_names]
+    fields = input_fields(task, clean)
     count = min(n, len(clean), len(perturbed))
     return [{"clean": {f: clean[i][f] for f in fields}, "perturbed": {f: perturbed[i][f] for f in fields}}
             for i in range(count)]
@@ -411,38 +403,8 @@ def samples(clean, perturbed, task, n: int = 3) -> list[dict]:
 
 def changed_share(clean, perturbed, task) -> float:
     """The share of examples whose input differs from the clean one."""
-    fields = [f for f in INPUT_FIELDS.get(task.format, ()) if f in clean.column_names]
+    fields = input_fields(task, clean)
     if not len(clean):
         return 0.0
     before, after = (list(zip(*(rows[f] for f in fields))) for rows in (clean, perturbed))
     return sum(a != b for a, b in zip(before, after)) / len(clean)
-
-
-# ---------------------------------------------------------------------------------------------- drops
-
-def robustness_drops(scores: dict[str, float]) -> dict[str, float]:
-    """`robustness/<variant>/<lang>/<metric>_drop`: clean minus perturbed score of each perturbed or adversarial
-    set (perturbed minus clean where lower is better), from the test split where there is one, else validation;
-    `robustness/<variant>/mean/<metric>_drop` over languages and `robustness/mean/<metric>_drop` over the
-    synthetic perturbations' means."""
-    found: dict[tuple[str, str], dict[str, dict[str, float]]] = {}  # (variant, metric) -> split -> lang -> drop
-    for key, value in scores.items():
-        parts = key.split("/")
-        if len(parts) != 3 or parts[1] in SUMMARY_LANGUAGES:
-            continue
-        split, lang, metric = parts
-        clean_split, variant = parse_split(split)
-        clean = scores.get(f"{clean_split}/{lang}/{metric}")
-        if variant is None or clean is None:
-            continue
-        drop = value - clean if metric in LOWER_IS_BETTER else clean - value
-        found.setdefault((variant, metric), {}).setdefault(clean_split, {})[lang] = float(drop)
-    drops, means = {}, {}
-    for (variant, metric), by_split in sorted(found.items()):
-        by_lang = by_split.get("test") or by_split.get("validation") or next(iter(by_split.values()))
-        drops.update({f"robustness/{variant}/{lang}/{metric}_drop": d for lang, d in sorted(by_lang.items())})
-        drops[f"robustness/{variant}/mean/{metric}_drop"] = mean(by_lang.values())
-        if variant in PERTURBATIONS:
-            means.setdefault(metric, []).append(drops[f"robustness/{variant}/mean/{metric}_drop"])
-    drops.update({f"robustness/mean/{metric}_drop": mean(values) for metric, values in means.items()})
-    return drops

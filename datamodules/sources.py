@@ -1,16 +1,19 @@
 """Load one split of one task in one language through `datasets`, from the hub or from local files in the
 hub's layout (`DATA_DIR/<dataset id>/<config>/<split>.{jsonl,json,parquet,csv}`), and map it to the canonical
-fields of its format (datamodules/tasks.py: FORMAT_FIELDS). Bad data fails here, naming file, row and field.
+fields of its format (its SPEC: lightning_modules/formats/spec.py). Bad data fails here, naming file, row and field.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.pools import FILE_LAYOUTS, is_pool, load_pool
-from datamodules.tasks import FORMAT_FIELDS, OPTIONAL_FIELDS, SourceSpec, TaskError, TaskSpec
+from datamodules.tasks import SourceSpec, TaskError, TaskSpec
+from lightning_modules.formats import get_spec
+from lightning_modules.formats.spec import FIELD_KINDS, check_value
 
 LOCAL_EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -88,6 +91,8 @@ def _layout_slice(task: TaskSpec, source: SourceSpec, config, split_name: str, l
 
 def _load_slice(piece: Slice, streaming: bool):
     import datasets
+    from datasets.exceptions import DatasetGenerationError
+    from pyarrow import ArrowInvalid
 
     if piece.path is not None:
         if not piece.path.exists():
@@ -98,7 +103,10 @@ def _load_slice(piece: Slice, streaming: bool):
         if streaming:
             return datasets.load_dataset(builder, data_files=str(piece.path), split="train", streaming=True)
         stat = piece.path.stat()  # a file changed on disk is loaded again
-        return _load_once(builder, None, "train", None, str(piece.path), stat.st_mtime_ns, stat.st_size)
+        try:
+            return _load_once(builder, None, "train", None, str(piece.path), stat.st_mtime_ns, stat.st_size)
+        except (DatasetGenerationError, ArrowInvalid) as error:
+            raise TaskError(unreadable(piece.path, error)) from None
     try:
         if streaming:
             return datasets.load_dataset(piece.source.dataset, piece.config, split=piece.split_name,
@@ -108,6 +116,23 @@ def _load_slice(piece: Slice, streaming: bool):
         if "Unknown split" in str(error) or "Unknown config" in str(error) or "not found" in str(error):
             raise MissingData(f"{piece.describe()}: {error}") from error
         raise
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    """Why a local data file cannot be read, naming its first bad line where it is JSON Lines."""
+    if path.suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as bad:
+                    return f"{path} line {number}: not valid JSON ({bad.msg} at column {bad.colno})"
+                if not isinstance(row, dict) and path.suffix == ".jsonl":
+                    return f"{path} line {number}: a JSON object per line expected, found {type(row).__name__}"
+    cause = error.__cause__ or error
+    return f"{path}: cannot be read as {LOCAL_EXTENSIONS[path.suffix]} ({str(cause).strip().splitlines()[0]})"
 
 
 @functools.lru_cache(maxsize=64)
@@ -170,8 +195,9 @@ class _Canonicalizer:
 
     def __init__(self, task: TaskSpec, piece: Slice, label_ids: dict[str, int] | None):
         self.task, self.piece, self.label_ids = task, piece, label_ids
-        fmt_fields = FORMAT_FIELDS[task.format] + OPTIONAL_FIELDS.get(task.format, ())
-        self.columns = {f: task.columns[f] for f in fmt_fields if f in task.columns}
+        spec = get_spec(task.format)
+        self.kinds, self.optional = {**spec.fields, **spec.optional_fields}, set(spec.optional_fields)
+        self.columns = {f: task.columns[f] for f in self.kinds if f in task.columns}
 
     def value(self, row: dict, canonical: str, spec):
         if canonical == "choices" and isinstance(spec, list):
@@ -193,6 +219,12 @@ class _Canonicalizer:
         valid = ", ".join(self.label_ids) + (f" or 0..{len(self.label_ids) - 1}" if isinstance(value, int) else "")
         raise TaskError(f"{self.piece.describe()} row {index}: column {column!r} has label {value!r}; valid: {valid}")
 
+    def check_types(self, values: dict, index: int) -> None:
+        for name, value in values.items():
+            if not check_value(self.kinds[name], value) and not (value is None and name in self.optional):
+                raise TaskError(f"{self.piece.describe()} row {index}: column {self.columns[name]!r} holds "
+                                f"{type(value).__name__} {str(value)[:40]!r}; expected {FIELD_KINDS[self.kinds[name]]}")
+
     def tags(self, values, index: int, column: str):
         return [self.label(v, index, column) for v in values]
 
@@ -201,6 +233,7 @@ class _Canonicalizer:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         for row, index in zip(rows, indices):
             values = {name: self.value(row, name, spec) for name, spec in self.columns.items()}
+            self.check_types(values, index)
             if "label" in values:
                 values["label"] = self.label(values["label"], index, str(self.columns["label"]))
             if "tags" in values:
@@ -244,7 +277,7 @@ def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = No
 def collect_labels(task: TaskSpec, data_dir: Path | None) -> list[str]:
     """Sorted label set of the train split, for tasks declared with `labels: from_data`."""
     train = load_split(task, "train", task.train_language, data_dir)
-    column = "tags" if task.format == "tagging" else "label"
+    column = get_spec(task.format).label_field
     values = train[column]
     flat = {str(v) for seq in values for v in seq} if column == "tags" else {str(v) for v in values}
     return sorted(flat)

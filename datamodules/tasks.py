@@ -12,26 +12,16 @@ from pathlib import Path
 
 import yaml
 
-from lightning_modules.formats import FORMAT_METRICS
+from lightning_modules.formats import UnknownFormat, get_spec
 
 BUILTIN_TASKS = Path(__file__).with_name("tasks.yaml")
 SPLITS = ("train", "validation", "test")
 KINDS = ("intermediate", "target")
 
-# canonical fields each format reads from a dataset row (columns maps them to dataset columns)
-FORMAT_FIELDS = {
-    "classification": ("text_a", "label"),
-    "multiple_choice": ("context", "choices", "label"),
-    "span_qa": ("id", "context", "question", "answers"),
-    "tagging": ("tokens", "tags"),
-    "masked_lm": ("text",),
-    "retrieval": ("source", "target"),
-}
-OPTIONAL_FIELDS = {"classification": ("text_b",)}
-# Retrieval layouts (datamodules/pools.py): "pairs" reads aligned (source, target) rows; the others build a pool of
-# queries and candidates, from their own files (bucc2018, mewslix: local only) or from SQuAD-format rows (xquad_r).
-# Each maps to (required, optional) canonical fields.
-RETRIEVAL_LAYOUTS = {"pairs": (FORMAT_FIELDS["retrieval"], ()), "bucc2018": ((), ()), "mewslix": ((), ()),
+# Retrieval layouts (datamodules/pools.py): "pairs" reads aligned (source, target) rows (the format's own fields);
+# the others build a pool of queries and candidates, from their own files (bucc2018, mewslix: local only) or from
+# SQuAD-format rows (xquad_r). Each other layout maps to its (required, optional) canonical fields.
+RETRIEVAL_LAYOUTS = {"pairs": None, "bucc2018": ((), ()), "mewslix": ((), ()),
                      "xquad_r": (("id", "context", "question", "answers"), ("sentence_breaks",))}
 
 
@@ -132,19 +122,21 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
         if key not in raw:
             _fail(where, f"missing option `{key}`")
     fmt, kind, metric = raw["format"], raw["kind"], raw["metric"]
-    if fmt not in FORMAT_METRICS:
-        _fail(where, f"unknown format {fmt!r}; valid: {', '.join(FORMAT_METRICS)}")
+    try:
+        format_spec = get_spec(fmt)
+    except UnknownFormat as error:
+        _fail(where, str(error))
     if kind not in KINDS:
         _fail(where, f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
-    if metric not in FORMAT_METRICS[fmt]:
-        _fail(where, f"metric {metric!r} does not fit format {fmt}; valid: {', '.join(FORMAT_METRICS[fmt])}")
+    if metric not in format_spec.metrics:
+        _fail(where, f"metric {metric!r} does not fit format {fmt}; valid: {', '.join(format_spec.metrics)}")
     required, optional = _fields(where, fmt, raw)
     missing = [f for f in required if f not in raw["columns"]]
     if missing:
         _fail(where, f"columns must map {', '.join(missing)} (format {fmt} reads {', '.join(required)})")
     allowed_fields = required + optional
     _check_keys(f"{where} columns", raw["columns"], allowed_fields)
-    if fmt in ("classification", "multiple_choice", "tagging") and not raw.get("labels"):
+    if format_spec.needs_labels and not raw.get("labels"):
         _fail(where, f"format {fmt} needs `labels` (a list, or `from_data` to collect them from the train split)")
     labels = raw.get("labels")
     if labels is not None and labels != "from_data" and not isinstance(labels, list):
@@ -156,7 +148,7 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
     sources = [_parse_source(f"{where} source {i}", s, folder) for i, s in enumerate(_as_list(raw["sources"]))]
     spec = TaskSpec(name=name, **{**raw, "sources": sources, "languages": languages,
                                   "labels": [str(x) for x in labels] if isinstance(labels, list) else labels})
-    if fmt != "retrieval" and spec.train_task is None and spec.train_language not in spec.languages:
+    if format_spec.trains and spec.train_task is None and spec.train_language not in spec.languages:
         _fail(where, f"train_language {spec.train_language!r} is not among its languages")
     _check_retrieval_options(where, spec)
     _check_benchmarks(where, spec)
@@ -172,9 +164,10 @@ def _fields(where: str, fmt: str, raw: dict) -> tuple[tuple, tuple]:
         _fail(where, f"`layout` is for retrieval tasks; format {fmt} has none")
     if layout not in RETRIEVAL_LAYOUTS:
         _fail(where, f"unknown layout {layout!r}; valid: {', '.join(RETRIEVAL_LAYOUTS)}")
-    if fmt == "retrieval":
+    if fmt == "retrieval" and RETRIEVAL_LAYOUTS[layout] is not None:
         return RETRIEVAL_LAYOUTS[layout]
-    return FORMAT_FIELDS[fmt], OPTIONAL_FIELDS.get(fmt, ())
+    spec = get_spec(fmt)
+    return tuple(spec.fields), tuple(spec.optional_fields)
 
 
 def _check_retrieval_options(where: str, spec: TaskSpec) -> None:

@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from lightning_modules.metrics.robustness import robustness_drops
+
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
 
@@ -64,10 +66,9 @@ class TaskModule(L.LightningModule):
         self._score([datamodule.selection_set] if datamodule.selection_set else [])
 
     def on_test_epoch_end(self):
-        from datamodules.perturb import robustness_drops
-
-        self._score(self.trainer.datamodule.eval_sets)
-        drops = robustness_drops(self.scores)
+        datamodule = self.trainer.datamodule
+        self._score(datamodule.eval_sets)
+        drops = robustness_drops(self.scores, synthetic=datamodule.robustness.perturbations)
         if drops:
             self.scores.update(drops)
             self.log_dict(drops)

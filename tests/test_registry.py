@@ -71,7 +71,7 @@ BASE = {"kind": "target", "format": "classification", "sources": [{"dataset": "x
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format": "regression"}, "unknown format 'regression'; valid: classification, multiple_choice"),
+    ({"format": "regression"}, "unknown format 'regression'; built-in: classification, multiple_choice"),
     ({"metric": "f1"}, "metric 'f1' does not fit format classification; valid: accuracy"),
     ({"kind": "final"}, "unknown kind 'final'; valid: intermediate, target"),
     ({"colour": "red"}, "unknown option(s) colour; valid:"),

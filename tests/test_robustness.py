@@ -17,8 +17,9 @@ from datamodules.sources import load_split
 from datamodules.tasks import TaskError
 from lightning_modules.formats import get_format
 from lightning_modules.formats.base import FeatureSettings
-from datamodules.perturb import (PERTURBATIONS, Dictionary, Perturber, Robustness, parse_split,
-                                       perturb_examples, recase, robustness_drops, translate, typo)
+from datamodules.perturb import (PERTURBATIONS, Dictionary, Perturber, Robustness, perturb_examples, recase,
+                                 translate, typo)
+from lightning_modules.metrics.robustness import parse_split, robustness_drops
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "sweeps" / "examples" / "robustness.yaml"
 SENTENCE = "Anna Schmidt bought a red car in Berlin."
@@ -129,7 +130,7 @@ def test_drops_are_clean_minus_perturbed_from_the_test_split():
               "test.typos/de/accuracy": 65.0, "test.typos/mean/accuracy": 62.5, "validation/en/accuracy": 90.0,
               "validation.typos/en/accuracy": 10.0, "test.casing/en/accuracy": 81.0,
               "test.anli_plus/en/accuracy": 40.0, "val/en/accuracy": 50.0}
-    assert robustness_drops(scores) == {
+    assert robustness_drops(scores, synthetic=PERTURBATIONS) == {
         "robustness/anli_plus/en/accuracy_drop": 40.0, "robustness/anli_plus/mean/accuracy_drop": 40.0,
         "robustness/casing/en/accuracy_drop": -1.0, "robustness/casing/mean/accuracy_drop": -1.0,
         "robustness/typos/de/accuracy_drop": 5.0, "robustness/typos/en/accuracy_drop": 20.0,

@@ -85,8 +85,6 @@ class Format:
     def score(self, outputs: list[dict], eval_set: EvalSet, labels) -> dict[str, float]:
         raise NotImplementedError
 
-    def trains(self) -> bool:
-        return True
 
 
 class LinearHead(nn.Module):

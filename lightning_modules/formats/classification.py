@@ -4,8 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.formats.base import Format, LinearHead, StepOutput, cpu, encode, hidden_size, pad
+from lightning_modules.formats.spec import FormatSpec
 from lightning_modules.metrics.classification import accuracy
 
+
+SPEC = FormatSpec("classification", fields={"text_a": "text", "label": "label"}, optional_fields={"text_b": "text"},
+                  metrics={"accuracy": "max"}, input_fields=("text_a", "text_b"), needs_labels=True)
 
 class Classification(Format):
     name = "classification"

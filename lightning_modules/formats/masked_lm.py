@@ -6,9 +6,12 @@ import math
 import torch.nn.functional as F
 
 from lightning_modules.formats.base import Format, StepOutput, encode
+from lightning_modules.formats.spec import FormatSpec
 
 EVAL_MASK_SEED = 0  # evaluation masks the same positions every time, so perplexities are comparable
 
+
+SPEC = FormatSpec("masked_lm", fields={"text": "text"}, metrics={"perplexity": "min"})
 
 class MaskedLM(Format):
     name = "masked_lm"

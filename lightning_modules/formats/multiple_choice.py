@@ -6,7 +6,11 @@ import torch.nn.functional as F
 
 from lightning_modules.formats.base import LinearHead, StepOutput, cpu, encode, hidden_size, pad
 from lightning_modules.formats.classification import Classification
+from lightning_modules.formats.spec import FormatSpec
 
+
+SPEC = FormatSpec("multiple_choice", fields={"context": "text", "choices": "texts", "label": "label"},
+                  metrics={"accuracy": "max"}, input_fields=("context", "choices"), needs_labels=True)
 
 class MultipleChoice(Classification):
     """Scored like classification: accuracy of the predicted choice."""

@@ -21,17 +21,18 @@ Scores by the task's metric:
 import torch
 
 from lightning_modules.formats.base import Format, StepOutput, encode, pad
+from lightning_modules.formats.spec import FormatSpec
 from lightning_modules.metrics import retrieval as metrics
 
 OWN = "_own_threshold"
 
 
+SPEC = FormatSpec("retrieval", fields={"source": "text", "target": "text"},
+                  metrics={"accuracy": "max", "f1": "max", "map_at_20": "max"}, input_fields=("source",), trains=False)
+
 class Retrieval(Format):
     name = "retrieval"
     sides = ("source", "target")
-
-    def trains(self) -> bool:
-        return False
 
     def featurize(self, batch, tokenizer, task, settings, training):
         if "side" in batch:  # a pool: one text per row

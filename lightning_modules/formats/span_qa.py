@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.formats.base import Format, StepOutput, encode, hidden_size, pad
+from lightning_modules.formats.spec import FormatSpec
 from lightning_modules.metrics.mlqa import mlqa_scores
 from lightning_modules.metrics.squad import squad_scores
 
@@ -32,6 +33,10 @@ def answer_positions(offsets, context_mask, answer_start: int | None, answer_tex
     end = next(i for i in reversed(tokens) if offsets[i][0] < answer_end)
     return start, end
 
+
+SPEC = FormatSpec("span_qa", fields={"id": "id", "context": "text", "question": "text", "answers": "answers"},
+                  metrics={"f1": "max", "exact_match": "max"}, input_fields=("question",), windowed=True,
+                  score_metrics=("f1", "exact_match"))
 
 class SpanQA(Format):
     name = "span_qa"

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.formats.base import Format, LinearHead, StepOutput, encode, hidden_size, pad
+from lightning_modules.formats.spec import FormatSpec
 from lightning_modules.metrics.tagging import tag_scores, token_accuracy
 
 IGNORE = -100
@@ -31,6 +32,9 @@ def words_from_subtokens(predicted: list[int], word_index: list[int], num_words:
             words[word] = label
     return words
 
+
+SPEC = FormatSpec("tagging", fields={"tokens": "tokens", "tags": "labels"}, metrics={"f1": "max", "accuracy": "max"},
+                  input_fields=("tokens",), needs_labels=True, label_field="tags", aligned_words=True)
 
 class Tagging(Format):
     name = "tagging"

@@ -23,6 +23,7 @@ import mlflow
 import optuna
 
 from datamodules.tasks import load_registry
+from lightning_modules.formats import get_spec
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.config import SweepConfig, TrainConfig
@@ -163,11 +164,11 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     """Optimize one phase's study to its trial budget; returns where the next phase starts (its best trial)."""
     registry = load_registry(sweep.experiment.data.tasks_files)
     spec = registry[task]
-    if spec.format == "retrieval":
+    if not get_spec(spec.format).trains:
         evaluate_only(sweep, task, start)
         return None
     train_spec = registry[spec.train_task] if spec.train_task else spec
-    direction = "minimize" if train_spec.metric == "perplexity" else "maximize"
+    direction = "minimize" if get_spec(train_spec.format).lower_is_better(train_spec.metric) else "maximize"
     label = task if start.label == "none" else f"{start.label}>{task}"
     name = f"{sweep.study_prefix()}/{kind}/{label if kind != 'target' else f'{task}/from-{start.label}'}"
     study = optuna.create_study(study_name=name, storage=sweep.storage, direction=direction, load_if_exists=True,

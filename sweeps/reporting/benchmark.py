@@ -27,16 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 
+from lightning_modules.formats import get_spec
+
 BENCHMARKS = {"xtreme": "XTREME", "xtreme-r": "XTREME-R"}
-QA_METRICS = ("f1", "exact_match")
 
 
 # ---------------------------------------------------------------------------------------------- aggregation
-
-
-def score_metrics(fmt: str, metric: str) -> tuple[str, ...]:
-    """The metrics a task's benchmark score is made of."""
-    return QA_METRICS if fmt == "span_qa" else (metric,)
 
 
 def language_means(table: dict[str, dict[str, float]], metrics) -> dict[str, float]:
@@ -47,10 +43,8 @@ def language_means(table: dict[str, dict[str, float]], metrics) -> dict[str, flo
 
 def task_score(table: dict[str, dict[str, float]], fmt: str, metric: str) -> float | None:
     """A task's benchmark score: the mean over languages of its metric; QA: (mean F1 + mean EM) / 2."""
-    means = language_means(table, score_metrics(fmt, metric))
-    if len(means) < len(score_metrics(fmt, metric)):
-        return None
-    return mean(means.values())
+    spec = get_spec(fmt)
+    return spec.task_score(metric, language_means(table, spec.scored_by(metric)))
 
 
 def benchmark_score(scores: dict[str, float | None]) -> tuple[float | None, list[str]]:
@@ -75,7 +69,7 @@ class TaskResult:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return score_metrics(self.format, self.metric)
+        return get_spec(self.format).scored_by(self.metric)
 
     @property
     def missing_languages(self) -> list[str]:
@@ -173,7 +167,7 @@ def choose(task, registry: dict, languages, data_path: Path | None):
 
 def head_fits(task, meta: dict | None) -> str | None:
     """None if the checkpoint can be evaluated on `task` without training, else why not."""
-    if task.format == "retrieval":
+    if not get_spec(task.format).trains:
         return None
     if meta is None:
         return f"needs a trained {task.format} head (the checkpoint is an encoder alone)"

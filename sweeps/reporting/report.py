@@ -11,16 +11,19 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean, stdev
 
+from lightning_modules.formats import get_spec
+
 BASELINE = "none"
 
 
 def task_score(metrics: dict, task) -> float | None:
     """A target's score as XTREME aggregates it (QA: mean of F1 and EM), from the test split where there is one."""
+    spec = get_spec(task.format)
     for split in ("test", "validation"):
-        if task.format == "span_qa" and f"{split}/mean/f1" in metrics:
-            return (metrics[f"{split}/mean/f1"] + metrics[f"{split}/mean/exact_match"]) / 2
-        if f"{split}/mean/{task.metric}" in metrics:
-            return metrics[f"{split}/mean/{task.metric}"]
+        score = spec.task_score(task.metric, {m: metrics[f"{split}/mean/{m}"] for m in spec.scored_by(task.metric)
+                                              if f"{split}/mean/{m}" in metrics})
+        if score is not None:
+            return score
     return None
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.tasks import TaskSpec, get_task, load_registry
+from lightning_modules.formats import get_spec
 from sweeps.config import ConfigError, DataConfig, RunConfig
 from sweeps.config.secrets import redact
 
@@ -45,7 +46,7 @@ def check_files(config: RunConfig) -> None:
     registry = load_registry(config.data.tasks_files)
     task = get_task(config.task, registry)
     train_task = registry[task.train_task] if task.train_task else task
-    if train_task.has_split("train") and task.format != "retrieval":
+    if train_task.has_split("train") and get_spec(task.format).trains:
         slices(train_task, "train", train_task.train_language, data_path)
     for lang in config.data.languages:
         for split in config.data.eval_splits:
@@ -65,7 +66,7 @@ def check_run(config: RunConfig, training: bool = True) -> Prepared:
     data_path = config.data.data_path()
     if data_path is not None and not data_path.is_dir():
         raise PreflightError(f"--data-dir {data_path} is not a folder")
-    if task.format == "span_qa" and config.data.doc_stride >= config.data.max_length // 2:
+    if get_spec(task.format).windowed and config.data.doc_stride >= config.data.max_length // 2:
         raise ConfigError(f"--doc-stride {config.data.doc_stride} must be below half of --max-length "
                           f"{config.data.max_length}: the windows of a long context overlap by the stride")
     if training and config.data.streaming and config.train.max_steps < 1:

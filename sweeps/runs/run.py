@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datamodules.tasks import TaskSpec
+from lightning_modules.formats import get_spec
 from sweeps.config import DataConfig, RunConfig
 from sweeps.runs.preflight import Prepared, check_run, check_tracking, local_encoder
 
@@ -70,7 +71,7 @@ def _selection_callbacks(datamodule, workdir: Path, patience: int | None):
     if selection is None:
         return [], None
     monitor = f"{selection.split}/{selection.lang}/{selection.task.metric}"
-    mode = "min" if selection.task.metric == "perplexity" else "max"
+    mode = "min" if get_spec(selection.task.format).lower_is_better(selection.task.metric) else "max"
     best = ModelCheckpoint(dirpath=workdir / "selection", monitor=monitor, mode=mode, save_top_k=1,
                            save_weights_only=True, filename="best")
     callbacks = [best] + ([EarlyStopping(monitor, mode=mode, patience=patience)] if patience else [])
@@ -202,7 +203,7 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
         config = config.evolve(task=config.task or meta["task"], encoder=str(folder / "encoder"),
                                data=config.data.evolve(max_length=meta["max_length"], doc_stride=meta["doc_stride"]))
     prepared = check_run(config, training=False)
-    with_head = prepared.task.format != "retrieval"
+    with_head = get_spec(prepared.task.format).trains
     if with_head and (meta is None or meta["format"] != prepared.task.format):
         found = f"has a {meta['format']} head" if meta else "is not an xstilts checkpoint"
         raise CheckpointError(f"{checkpoint} {found}; task {prepared.task.name} needs a trained {prepared.task.format} "
