@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
 def fill_languages(data_dir: Path, task_name: str, splits=("validation", "test")) -> list[str]:
     """Give each language of the task with no files a copy of a fixture language's folder (round robin), where each
     language has a folder of its own; returns the languages that then have data."""
-    from datamodules.sources import MissingData, _fill, slices
+    from datamodules.slices import MissingData, fill, slices
     from datamodules.tasks import get_task, load_registry
 
     task = get_task(task_name, load_registry())
@@ -56,7 +56,7 @@ def fill_languages(data_dir: Path, task_name: str, splits=("validation", "test")
     for index, lang in enumerate(lang for lang in task.languages if lang not in present):
         donor = present[index % len(present)]
         for source in task.sources:
-            donor_config, config = _fill(source.config, task, donor), _fill(source.config, task, lang)
+            donor_config, config = fill(source.config, task, donor), fill(source.config, task, lang)
             donor_folder = data_dir / source.dataset / str(donor_config)
             if isinstance(config, str) and config != donor_config and donor_folder.is_dir():
                 shutil.copytree(donor_folder, data_dir / source.dataset / config, dirs_exist_ok=True)

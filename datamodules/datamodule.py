@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.pools import is_pool, limit_sources, with_calibration
-from datamodules.sources import MissingData, collect_labels, load_split
+from datamodules.sources import MissingData, collect_labels, load_split, split_key
 from datamodules.tasks import TaskError, TaskSpec
 from lightning_modules.formats import get_spec
 from lightning_modules.formats.base import EvalSet, FeatureSettings
@@ -97,22 +99,30 @@ class TaskDataModule(L.LightningDataModule):
             rows = rows.take(limit) if streaming else rows.select(range(min(limit, len(rows))))
         return rows
 
-    def features(self, examples, training: bool, name: str, variant: dict | None = None):
-        """Tokenized features of `examples`, from the cache when the same data was tokenized before."""
+    def data_key(self, task: TaskSpec, split: str, lang: str, limit: int | None, labels=None) -> dict:
+        """What decides the rows `examples` returns (it keys the feature cache)."""
+        return {**split_key(task, split, lang, self.data_dir, labels or self.labels), "limit": limit}
+
+    def features(self, examples, training: bool, name: str, key: dict, variant: dict | None = None):
+        """Tokenized features of `examples` (whose content `key` identifies), from the cache when the same data was
+        tokenized before. Workers sharing the cache each write their own staging folder; the first rename wins."""
         import datasets
 
         featurize = self._featurizer(training)
         if self.streaming and training:
             return examples.map(featurize, batched=True, with_indices=True, remove_columns=examples.column_names)
-        folder = self._cache_folder(examples, training, variant)
+        folder = self._cache_folder(key, training, variant)
         self.cache_hits[name] = folder.exists()
         if folder.exists():
             return datasets.load_from_disk(str(folder))
         features = examples.map(featurize, batched=True, with_indices=True, remove_columns=examples.column_names,
                                 desc=f"tokenizing {name}", load_from_cache_file=False)
-        staging = folder.with_name(folder.name + ".partial")
+        staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
         features.save_to_disk(str(staging))
-        staging.rename(folder)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process cached the same features first
+            shutil.rmtree(staging, ignore_errors=True)
         return datasets.load_from_disk(str(folder))
 
     def _featurizer(self, training: bool):
@@ -122,25 +132,28 @@ class TaskDataModule(L.LightningDataModule):
             return fmt.featurize({**batch, "_index": indices}, tokenizer, task, settings, training)
         return featurize
 
-    def _cache_folder(self, examples, training: bool, variant: dict | None = None) -> Path:
+    def _cache_folder(self, key: dict, training: bool, variant: dict | None = None) -> Path:
         from lightning_modules.encoders import cache_dir
 
         if self._tokenizer_key is None:
             self._tokenizer_key = tokenizer_fingerprint(self.tokenizer)
-        content = {"data": examples._fingerprint, "format": self.fmt.name, "training": training,
+        content = {"data": key, "format": self.fmt.name, "training": training,
                    "settings": asdict(self.settings), "tokenizer": self._tokenizer_key, "version": FEATURES_VERSION}
         if variant is not None:  # a perturbed copy: the perturbation, its seed and dictionary
             content["variant"] = variant
-        key = json.dumps(content, sort_keys=True)
+        text = json.dumps(content, sort_keys=True, default=str)
         root = self.cache_root or cache_dir() / "features"
-        return root / hashlib.sha256(key.encode()).hexdigest()[:32]
+        return root / hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def eval_set(self, task: TaskSpec, split: str, lang: str, name: str, labels: list[str] | None = None) -> EvalSet:
         examples = self.examples(task, split, lang, self.max_eval_examples, labels=labels)
+        key = self.data_key(task, split, lang, self.max_eval_examples, labels)
         if task.calibration_split and split != task.calibration_split:  # BUCC: the threshold comes from dev
             calibration = self.examples(task, task.calibration_split, lang, self.max_eval_examples)
             examples = with_calibration(examples, calibration)
-        return EvalSet(task, lang, split, examples, self.features(examples, training=False, name=name))
+            key = {"eval": key, "calibration": self.data_key(task, task.calibration_split, lang,
+                                                             self.max_eval_examples)}
+        return EvalSet(task, lang, split, examples, self.features(examples, False, name, key), key)
 
     def check_data(self, training: bool) -> None:
         """Load and validate, without tokenizing, every split this module reads (the preflight of a run): a bad
@@ -202,13 +215,13 @@ class TaskDataModule(L.LightningDataModule):
                 self.eval_sets.append(self.perturbed_set(clean, perturber))
 
     def perturbed_set(self, clean: EvalSet, perturber) -> EvalSet:
-        examples = perturb_examples(clean.examples, clean.task, clean.lang, perturber)
+        examples = perturb_examples(clean.examples, clean.task, clean.lang, perturber, clean.key)
         split = perturbed_split(clean.split, perturber.name)
         name = f"{split}/{clean.lang}"
         self.perturbed[name] = {"changed": changed_share(clean.examples, examples, clean.task),
                                 "samples": samples(clean.examples, examples, clean.task)}
-        features = self.features(examples, training=False, name=name, variant=perturber.key())
-        return EvalSet(clean.task, clean.lang, split, examples, features)
+        features = self.features(examples, False, name, clean.key, variant=perturber.key())
+        return EvalSet(clean.task, clean.lang, split, examples, features, {"clean": clean.key, **perturber.key()})
 
     def _add_adversarial(self, task: TaskSpec) -> None:
         """Another task's sets (same format, labels matched by position), in the evaluation languages it has
@@ -232,7 +245,8 @@ class TaskDataModule(L.LightningDataModule):
         self._require_training()
         train_lang = self.train_task.train_language
         examples = self.examples(self.train_task, "train", train_lang, self.max_train_examples, self.streaming)
-        self.train_features = self.features(examples, training=True, name=f"train/{train_lang}")
+        key = self.data_key(self.train_task, "train", train_lang, self.max_train_examples)
+        self.train_features = self.features(examples, True, f"train/{train_lang}", key)
         if self.train_task.has_split("validation"):
             self.selection_set = self.eval_set(self.train_task, "validation", train_lang,
                                                f"{SELECTION_SPLIT}/{train_lang}")

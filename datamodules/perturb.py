@@ -378,16 +378,16 @@ def input_fields(task, examples) -> list[str]:
     return [f for f in get_spec(task.format).input_fields if f in examples.column_names]
 
 
-def perturb_examples(examples, task, lang: str, perturber: Perturber):
-    """A perturbed copy of canonical `examples` (a datasets.Dataset): only the task's input fields change."""
+def perturb_examples(examples, task, lang: str, perturber: Perturber, key: dict | None = None):
+    """A perturbed copy of canonical `examples` (a datasets.Dataset, its content identified by `key`): only the
+    task's input fields change."""
     fields = input_fields(task, examples)
 
     def apply(batch, indices):
         return {name: [perturber.value(v, name, lang, f"{i}/{name}") for v, i in zip(batch[name], indices)]
                 for name in fields}
 
-    key = json.dumps({"data": examples._fingerprint, "lang": lang, "fields": fields, **perturber.key()},
-                     sort_keys=True)
+    key = json.dumps({"data": key, "lang": lang, "fields": fields, **perturber.key()}, sort_keys=True, default=str)
     return examples.map(apply, batched=True, with_indices=True, keep_in_memory=True, load_from_cache_file=False,
                         new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
                         desc=f"perturbing ({perturber.name}) {task.name}/{lang}")

@@ -31,17 +31,16 @@ Layouts (TaskSpec.layout):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
+from datamodules.slices import (FILE_LAYOUTS, MEWSLIX_CANDIDATES, MissingData, apply_filter, fill, get_path,
+                               load_slice, require_columns, slices)
 from datamodules.tasks import TaskError, TaskSpec
 
 POOL_COLUMNS = ("side", "id", "text", "gold")
-FILE_LAYOUTS = ("bucc2018", "mewslix")
 LAYOUT_VERSION = 1  # bump when a builder's output changes (it keys the feature cache)
-MEWSLIX_CANDIDATES = "candidate_set_entities.jsonl"
 
 
 def is_pool(task: TaskSpec) -> bool:
@@ -51,17 +50,13 @@ def is_pool(task: TaskSpec) -> bool:
 # ---------------------------------------------------------------------------------------------- building datasets
 
 
-def _dataset(rows: dict, key: dict):
-    """A datasets.Dataset of pool rows whose fingerprint is `key` (deterministic, unlike hashing the content of a
-    million rows), so the datamodule's feature cache recognises the same data."""
+def _dataset(rows: dict):
+    """A datasets.Dataset of pool rows (the feature cache keys it by its files: datamodules/sources.py split_key)."""
     import datasets
-    from datasets.table import InMemoryTable
 
     features = datasets.Features({"side": datasets.Value("string"), "id": datasets.Value("string"),
                                   "text": datasets.Value("string"), "gold": [datasets.Value("string")]})
-    table = InMemoryTable.from_pydict(rows, schema=features.arrow_schema)
-    fingerprint = hashlib.sha256(json.dumps({**key, "version": LAYOUT_VERSION}, sort_keys=True).encode())
-    return datasets.Dataset(table, fingerprint=fingerprint.hexdigest()[:32])
+    return datasets.Dataset.from_dict(rows, features=features)
 
 
 def _rows(sources: list[tuple[str, str, list[str]]], targets: list[tuple[str, str]]) -> dict:
@@ -71,14 +66,9 @@ def _rows(sources: list[tuple[str, str, list[str]]], targets: list[tuple[str, st
             "gold": [g for _, _, g in sources] + [[] for _ in targets]}
 
 
-def _file_key(paths: list[Path]) -> list:
-    return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
-
 
 def load_pool(task: TaskSpec, split: str, lang: str, data_dir: Path | None):
     """The pool rows of `split` of `task` for evaluation language `lang`."""
-    from datamodules.sources import slices
-
     pieces = slices(task, split, lang, data_dir)
     if task.layout == "bucc2018":
         return _bucc2018(task, pieces, lang)
@@ -87,27 +77,6 @@ def load_pool(task: TaskSpec, split: str, lang: str, data_dir: Path | None):
     if task.layout == "xquad_r":
         return _xquad_r(task, split, lang, data_dir)
     raise TaskError(f"task {task.name!r}: layout {task.layout!r} builds no pool")
-
-
-def local_files(task: TaskSpec, dataset: str, config: str | None, split_name: str, lang: str,
-                data_dir: Path) -> list[Path]:
-    """The files a file layout reads for one split; MissingData names the first one absent."""
-    from datamodules.sources import MissingData
-
-    root = data_dir / dataset
-    if task.layout == "bucc2018":
-        config = config or f"{lang}-en"
-        prefix = root / config / f"{config}.{split_name}"
-        paths = [prefix.with_name(f"{prefix.name}.{ext}") for ext in (lang, "en", "gold")]
-    elif task.layout == "mewslix":
-        folder = root / config if config else root
-        paths = [folder / f"{split_name}.jsonl", folder / MEWSLIX_CANDIDATES]
-    else:
-        raise TaskError(f"task {task.name!r}: layout {task.layout!r} reads no files of its own")
-    for path in paths:
-        if not path.exists():
-            raise MissingData(f"task {task.name!r} ({task.layout} layout): no file {path}")
-    return paths
 
 
 # ---------------------------------------------------------------------------------------------- BUCC 2018
@@ -142,7 +111,7 @@ def _bucc2018(task: TaskSpec, pieces, lang: str):
     if unknown:
         raise TaskError(f"{files[2]}: gold source id(s) {', '.join(unknown[:3])} are not in {files[0]}")
     rows = _rows([(i, text, gold.get(i, [])) for i, text in sources], [(i, text) for i, text in targets])
-    return _dataset(rows, {"layout": "bucc2018", "lang": lang, "files": _file_key(files)})
+    return _dataset(rows)
 
 
 # ---------------------------------------------------------------------------------------------- Mewsli-X
@@ -193,11 +162,9 @@ def _mewslix(task: TaskSpec, pieces, lang: str):
             for mention in article["mentions"]:
                 sources.append((mention["example_id"], mention_query(context, mention), [mention["entity_id"]]))
     if not sources:
-        from datamodules.sources import MissingData
-
         raise MissingData(f"task {task.name!r}: no {lang} mentions in {files[0]}")
     targets = [(e["entity_id"], entity_text(e)) for e in _read_jsonl(files[1])]
-    return _dataset(_rows(sources, targets), {"layout": "mewslix", "lang": lang, "files": _file_key(files)})
+    return _dataset(_rows(sources, targets))
 
 
 # ---------------------------------------------------------------------------------------------- LAReQA (XQuAD-R)
@@ -220,31 +187,25 @@ def sentence_breaks(text: str) -> list[tuple[int, int]]:
 
 
 def _squad_rows(task: TaskSpec, split: str, lang: str, data_dir: Path | None):
-    """(rows with the task's canonical fields, fingerprints) of one language, or None if it has no data."""
-    from datamodules.sources import MissingData, _apply_filter, _fill, _get, _load_slice, _require_columns, slices
-
-    rows, prints = [], []
+    """Rows with the task's canonical fields of one language, or None if it has no data."""
+    rows = []
     try:
         for piece in slices(task, split, lang, data_dir):
-            raw = _apply_filter(_load_slice(piece, streaming=False), _fill(piece.source.filter, task, lang), piece)
-            _require_columns(raw, [column.split(".")[0] for column in task.columns.values()], piece)
-            prints.append(raw._fingerprint)
-            rows += [{name: _get(row, column) for name, column in task.columns.items()} for row in raw]
+            raw = apply_filter(load_slice(piece, streaming=False), fill(piece.source.filter, task, lang), piece)
+            require_columns(raw, [column.split(".")[0] for column in task.columns.values()], piece)
+            rows += [{name: get_path(row, column) for name, column in task.columns.items()} for row in raw]
     except MissingData:
         return None
-    return rows, prints
+    return rows
 
 
 def _xquad_r(task: TaskSpec, split: str, lang: str, data_dir: Path | None):
-    per_language, prints = {}, []
+    per_language = {}
     for other in task.languages:
         found = _squad_rows(task, split, other, data_dir)
         if found is not None:
-            per_language[other], more = found
-            prints += more
+            per_language[other] = found
     if lang not in per_language:
-        from datamodules.sources import MissingData
-
         raise MissingData(f"task {task.name!r}: no {split} data for language {lang!r}")
     candidates, gold, questions = [], {}, []
     for other, rows in per_language.items():
@@ -265,8 +226,7 @@ def _xquad_r(task: TaskSpec, split: str, lang: str, data_dir: Path | None):
             if other == lang:
                 questions.append((f"{row['id']}_{lang}", row["question"], row["id"]))
     sources = [(uid, question, gold[xling]) for uid, question, xling in questions]
-    return _dataset(_rows(sources, candidates), {"layout": "xquad_r", "lang": lang, "split": split,
-                                                "data": prints, "languages": sorted(per_language)})
+    return _dataset(_rows(sources, candidates))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

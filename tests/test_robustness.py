@@ -89,9 +89,9 @@ def test_classification_perturbs_both_sentences_never_the_label(registry):
     assert sum(a != b for a, b in zip(clean["text_a"], noisy["text_a"])) > 10
     assert sum(a != b for a, b in zip(clean["text_b"], noisy["text_b"])) > 10
     again = _perturbed(registry["pawsx"], "test", "de", "code_switch")[1]
-    assert again["text_a"] == noisy["text_a"] and again._fingerprint == noisy._fingerprint
+    assert again["text_a"] == noisy["text_a"]
     other_seed = _perturbed(registry["pawsx"], "test", "de", "code_switch", seed=1)[1]
-    assert other_seed["text_a"] != noisy["text_a"] and other_seed._fingerprint != noisy._fingerprint
+    assert other_seed["text_a"] != noisy["text_a"]
 
 
 def test_span_qa_perturbs_the_question_only_so_answers_stay_valid(registry):

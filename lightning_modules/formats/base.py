@@ -31,6 +31,7 @@ class EvalSet:
     split: str
     examples: object  # datasets.Dataset of canonical rows
     features: object  # datasets.Dataset of features
+    key: dict | None = None  # what identifies the rows' content (it keys the feature cache)
 
 
 @dataclass

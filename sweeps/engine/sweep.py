@@ -64,7 +64,7 @@ def storage_url(explicit: str | None) -> str:
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
 
 
@@ -206,7 +206,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
         study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
     wait_for_other_workers(study)
     retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if retries:  # trials of a killed worker, queued again by the storage's RetryFailedTrialCallback
+    if retries:  # trials of a killed worker, queued again by the storage's RetryHeartbeatStaleTrialCallback
         study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
         wait_for_other_workers(study)
     mark_abandoned_runs(study, sweep)

@@ -141,7 +141,7 @@ def eval_split(task) -> str:
 
 def _has_data(task, languages, data_path: Path | None) -> str | None:
     """None if at least one language's data can be located, else why not (no network access: hub sources pass)."""
-    from datamodules.sources import slices
+    from datamodules.slices import slices
     from datamodules.tasks import TaskError
 
     split, reason = eval_split(task), None

@@ -36,7 +36,7 @@ class Prepared:
 
 def check_files(config: RunConfig) -> None:
     """The local files a run certainly reads exist (a quick check: no file is read)."""
-    from datamodules.sources import slices
+    from datamodules.slices import slices
 
     data_path = config.data.data_path()
     if data_path is None:

@@ -110,7 +110,9 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     encoder, tokenizer = load_encoder(config.encoder)
     if config.train.gradient_checkpointing:
-        encoder.gradient_checkpointing_enable()
+        # transformers 5 renamed it activation checkpointing (the old name warns and goes in 6)
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+        enable()
     encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                      config.parent_run_id) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
