@@ -12,11 +12,18 @@ from sweeps.config.schema import safe_name
 from sweeps.config.secrets import STORAGE_ENV, redact
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line on stderr (the flag and what is wrong) and exit code 2; --help shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     from sweeps.config.flags import add_flags
     from sweeps.config.schema import DataConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
 
-    root = argparse.ArgumentParser(prog="xstilts", description="Cross-lingual intermediate-task training "
+    root = OneLineParser(prog="xstilts", description="Cross-lingual intermediate-task training "
                                    "(X-STILTs) on XTREME, tracked in MLflow.")
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -74,11 +81,13 @@ def _run_config(args):
 
 
 def _tracking_uri(args) -> str:
-    from sweeps.config.flags import from_flags
-    from sweeps.config.schema import TrackingConfig
+    """The MLflow store of a command, checked to answer."""
+    from sweeps.runs.preflight import check_tracking
     from sweeps.tracking.store import tracking_uri
 
-    return tracking_uri(from_flags(args, TrackingConfig).tracking_uri)
+    uri = tracking_uri(getattr(args, "tracking_uri", None))
+    check_tracking(uri)
+    return uri
 
 
 def cmd_tasks(args) -> None:
@@ -213,6 +222,10 @@ def quiet() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # an error is one line: no INFO lines from MLflow creating a store, no error log from datasets' JSON reader
+    # beside the line that names the file and its row
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DATASETS_VERBOSITY", "critical")
 
 
 def main(argv=None) -> int:
@@ -220,7 +233,10 @@ def main(argv=None) -> int:
     marked FAILED). Either way one line on stderr; XSTILTS_DEBUG=1 shows the traceback."""
     from sweeps.config.flags import numbers_as_values
 
-    args = parser().parse_args(numbers_as_values(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser().parse_args(numbers_as_values(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as stop:  # a usage error (one line, exit 2) or --help (exit 0)
+        return stop.code
     quiet()
     try:
         COMMANDS[args.command](args)

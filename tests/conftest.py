@@ -6,6 +6,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' own bars too (read when it is imported)
+os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+os.environ["DATASETS_VERBOSITY"] = "critical"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402

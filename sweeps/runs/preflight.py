@@ -7,6 +7,7 @@ seconds; folders that will be written are writable. A sweep checks all its phase
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,11 @@ def local_encoder(name: str, uri: str) -> str:
     return str(local_checkpoint(name, uri)) if is_tracked(name) else name
 
 
+def shown(uri: str) -> str:
+    """A store's URI as the user wrote it: password redacted, without the database driver xstilts chose."""
+    return redact(re.sub(r"^([a-z]+)\+[a-z0-9_]+://", r"\1://", uri))
+
+
 def _scheme(uri: str) -> str:
     return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
 
@@ -115,7 +121,7 @@ def check_tracking(uri: str) -> None:
     """The MLflow store answers within CONNECT_SECONDS (a server, a database) or its folder is writable (sqlite)."""
     scheme = _scheme(uri)
     if scheme not in TRACKING_SCHEMES:
-        raise PreflightError(f"--tracking-uri {redact(uri)}: unsupported scheme {scheme or 'none'!r}; valid: "
+        raise PreflightError(f"--tracking-uri {shown(uri)}: unsupported scheme {scheme or 'none'!r}; valid: "
                              f"{', '.join(TRACKING_SCHEMES)}")
     if scheme in ("http", "https"):
         _check_server(uri)
@@ -129,7 +135,7 @@ def check_storage(url: str) -> None:
     """The Optuna storage (an RDB) answers within CONNECT_SECONDS."""
     scheme = _scheme(url)
     if scheme not in STORAGE_SCHEMES:
-        raise PreflightError(f"--storage {redact(url)}: unsupported scheme {scheme or 'none'!r}; valid: "
+        raise PreflightError(f"--storage {shown(url)}: unsupported scheme {scheme or 'none'!r}; valid: "
                              f"{', '.join(STORAGE_SCHEMES)}")
     if scheme == "sqlite":
         writable(Path(url.removeprefix("sqlite:///")).parent, "--storage")
@@ -146,7 +152,7 @@ def _check_server(uri: str) -> None:
             return
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise PreflightError(f"--tracking-uri {redact(uri)}: the tracking server does not answer within "
+        raise PreflightError(f"--tracking-uri {shown(uri)}: the tracking server does not answer within "
                              f"{CONNECT_SECONDS} s ({reason})") from None
 
 
@@ -159,10 +165,10 @@ def _check_database(url: str, option: str) -> None:
         with engine.connect():
             pass
     except (ArgumentError, NoSuchModuleError) as error:
-        raise PreflightError(f"{option} {redact(url)}: not a database URL ({error})") from None
+        raise PreflightError(f"{option} {shown(url)}: not a database URL ({error})") from None
     except SQLAlchemyError as error:
         cause = str(getattr(error, "orig", error)).strip().splitlines()
-        raise PreflightError(f"{option} {redact(url)}: cannot connect within {CONNECT_SECONDS} s "
+        raise PreflightError(f"{option} {shown(url)}: cannot connect within {CONNECT_SECONDS} s "
                              f"({redact(cause[0] if cause else type(error).__name__)})") from None
 
 
