@@ -11,6 +11,7 @@ from lightning_modules.metrics.classification import accuracy
 SPEC = FormatSpec("classification", fields={"text_a": "text", "label": "label"}, optional_fields={"text_b": "text"},
                   metrics={"accuracy": "max"}, input_fields=("text_a", "text_b"), needs_labels=True)
 
+
 class Classification(Format):
     name = "classification"
 

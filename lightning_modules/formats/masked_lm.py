@@ -13,6 +13,7 @@ EVAL_MASK_SEED = 0  # evaluation masks the same positions every time, so perplex
 
 SPEC = FormatSpec("masked_lm", fields={"text": "text"}, metrics={"perplexity": "min"})
 
+
 class MaskedLM(Format):
     name = "masked_lm"
 

@@ -12,6 +12,7 @@ from lightning_modules.formats.spec import FormatSpec
 SPEC = FormatSpec("multiple_choice", fields={"context": "text", "choices": "texts", "label": "label"},
                   metrics={"accuracy": "max"}, input_fields=("context", "choices"), needs_labels=True)
 
+
 class MultipleChoice(Classification):
     """Scored like classification: accuracy of the predicted choice."""
 

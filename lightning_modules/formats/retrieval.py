@@ -30,6 +30,7 @@ OWN = "_own_threshold"
 SPEC = FormatSpec("retrieval", fields={"source": "text", "target": "text"},
                   metrics={"accuracy": "max", "f1": "max", "map_at_20": "max"}, input_fields=("source",), trains=False)
 
+
 class Retrieval(Format):
     name = "retrieval"
     sides = ("source", "target")

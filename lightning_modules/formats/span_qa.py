@@ -38,6 +38,7 @@ SPEC = FormatSpec("span_qa", fields={"id": "id", "context": "text", "question": 
                   metrics={"f1": "max", "exact_match": "max"}, input_fields=("question",), windowed=True,
                   score_metrics=("f1", "exact_match"))
 
+
 class SpanQA(Format):
     name = "span_qa"
 

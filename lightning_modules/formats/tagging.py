@@ -36,6 +36,7 @@ def words_from_subtokens(predicted: list[int], word_index: list[int], num_words:
 SPEC = FormatSpec("tagging", fields={"tokens": "tokens", "tags": "labels"}, metrics={"f1": "max", "accuracy": "max"},
                   input_fields=("tokens",), needs_labels=True, label_field="tags", aligned_words=True)
 
+
 class Tagging(Format):
     name = "tagging"
 

@@ -285,7 +285,7 @@ def preflight(path: str | Experiment, settings: SweepConfig) -> Experiment:
     for encoder in experiment.encoders:
         resolve(encoder)
     for config in configs:
-        check_run(config)
+        check_run(config, training=get_spec(load_registry(config.data.tasks_files)[config.task].format).trains)
     return experiment
 
 

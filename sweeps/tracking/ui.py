@@ -11,9 +11,10 @@ import urllib.request
 
 
 def start_server(uri: str, port: int, host: str = "127.0.0.1") -> subprocess.Popen:
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-               "--port", str(port), "--workers", "1"]
-    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    """The store's URI goes through the environment (`mlflow server` reads MLFLOW_BACKEND_STORE_URI), never the
+    command line: it may hold a password that any local user could read in the process list."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
     return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
