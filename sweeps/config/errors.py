@@ -27,11 +27,11 @@ def _field(model: type[BaseModel], loc: tuple):
     return model, field
 
 
-def _choices(annotation) -> tuple | None:
+def choices_of(annotation) -> tuple | None:
     if get_origin(annotation) is Literal:
         return get_args(annotation)
     for arg in get_args(annotation):
-        found = _choices(arg)
+        found = choices_of(arg)
         if found:
             return found
     return None
@@ -39,7 +39,7 @@ def _choices(annotation) -> tuple | None:
 
 def valid_range(field) -> str:
     """What values a field takes, in words: '> 0 and <= 1', 'one of: full, lora', 'an integer'."""
-    choices = _choices(field.annotation)
+    choices = choices_of(field.annotation)
     if choices:
         return "one of " + ", ".join(map(str, choices))
     bounds = []

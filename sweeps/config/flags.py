@@ -7,7 +7,7 @@ from typing import get_args, get_origin
 
 from pydantic import BaseModel
 
-from sweeps.config.errors import validate
+from sweeps.config.errors import choices_of, valid_range, validate
 from sweeps.config.schema import flag
 
 
@@ -26,14 +26,25 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], title: st
         if only is not None and name not in only:
             continue
         extra = field.json_schema_extra or {}
-        default = "" if field.default in (None, (), False) else f" (default: {_shown(field.default)})"
-        common = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or "") + default}
+        default = "" if field.default in (None, (), False) else f"; default: {_shown(field.default)}"
+        bounds = f"; valid: {valid_range(field)}" if field.metadata else ""
+        common = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or "") + bounds + default}
         if field.annotation is bool:
             group.add_argument(option(name, field), action="store_true", **common)
         elif extra.get("append"):
             group.add_argument(option(name, field), action="append", metavar="FILE", **common)
         else:
-            group.add_argument(option(name, field), metavar="LIST" if _is_list(field) else "VALUE", **common)
+            group.add_argument(option(name, field), metavar=_metavar(field), **common)
+
+
+def _metavar(field) -> str:
+    choices = choices_of(field.annotation)
+    if choices:
+        return "{" + ",".join(map(str, choices)) + "}" + (",..." if _is_list(field) else "")
+    if _is_list(field):
+        return "A,B,..."
+    args = set(get_args(field.annotation)) | {field.annotation}
+    return "N" if int in args else "X" if float in args else "TEXT"
 
 
 def _shown(value) -> str:
