@@ -88,7 +88,7 @@ class SpanQA(Format):
         references = {ex["id"]: list(ex["answers"]["text"]) for ex in eval_set.examples}
         if eval_set.task.answer_normalization == "mlqa":
             return mlqa_scores(predictions, references, eval_set.lang)
-        return squad_scores(predictions, references)
+        return squad_scores(predictions, references, no_answer=eval_set.task.allow_no_answer)
 
 
 def best_answers(logits, features, examples, allow_no_answer: bool) -> dict[str, str]:
