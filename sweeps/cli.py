@@ -26,6 +26,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-workers", type=int, default=0)
     group.add_argument("--group-by-length", action="store_true",
                        help="training batches of examples of similar lengths (less padding, faster)")
+    group.add_argument("--seqeval", choices=["0.0", "1.x"],
+                       help="tagging chunk F1 as seqeval 0.0.x computes it (XTREME's published numbers; the default) "
+                            "or as seqeval 1.x")
     robustness = parser.add_argument_group("robustness (final evaluation only; logs robustness/<name>/<lang>/"
                                            "<metric>_drop = clean - perturbed)")
     robustness.add_argument("--perturb", type=_csv, default=(), metavar="NAMES",
@@ -128,7 +131,7 @@ def _run_config(args):
                       streaming=args.streaming, num_workers=args.num_workers,
                       group_by_length=args.group_by_length, perturbations=args.perturb,
                       perturb_seed=args.perturb_seed, perturb_dictionary=args.dictionary,
-                      adversarial=args.adversarial)
+                      adversarial=args.adversarial, seqeval=args.seqeval)
     train_fields = ("lr", "epochs", "max_steps", "batch_size", "eval_batch_size", "accumulate", "warmup_ratio",
                     "weight_decay", "eval_every", "patience", "precision", "seed", "tuning", "lora_rank",
                     "compile")

@@ -37,6 +37,7 @@ class DataConfig:
     perturb_dictionary: str | None = None
     adversarial: tuple[str, ...] = ()
     group_by_length: bool = False  # training batches of similar lengths (less padding)
+    seqeval: str | None = None  # tagging chunk F1: "0.0" (XTREME's published numbers, the default) or "1.x"
 
     def data_path(self) -> Path | None:
         if self.data_dir == "fixtures":
@@ -105,6 +106,8 @@ def prepare(config: RunConfig) -> Prepared:
 
     registry = load_registry(config.data.tasks_files)
     task = get_task(config.task, registry)
+    if config.data.seqeval:
+        task = registry[task.name] = replace(task, seqeval=config.data.seqeval)
     for lang in config.data.languages:
         task.check_language(lang)
     _check_robustness(config.data, task, registry)
