@@ -93,6 +93,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", choices=["xtreme", "xtreme-r"],
                           help="every task of the benchmark the checkpoint needs no training for, and the score")
     evaluate.add_argument("--eval-batch-size", type=int, default=64)
+    evaluate.add_argument("--predictions", metavar="DIR",
+                          help="also write the XTREME submission files (<task>/test-<lang>.<suffix>) into DIR")
     _add_data_options(evaluate)
     _add_tracking_options(evaluate)
 
@@ -106,12 +108,24 @@ def parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
     promote.add_argument("task", nargs="?")
     promote.add_argument("--list", action="store_true", help="show each target's champion")
+    promote.add_argument("--predictions", metavar="DIR",
+                         help="also write the champion's XTREME submission files into DIR")
     promote.add_argument("--tracking-uri")
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
     report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
     report.add_argument("--tracking-uri")
+
+    score = commands.add_parser("score", help="score a folder of predictions (a run's tables or XTREME submission "
+                                              "files) per task and language, and the XTREME / XTREME-R scores")
+    score.add_argument("predictions", help="folder, or runs:/<run id> (its predictions artifacts)")
+    score.add_argument("--gold", help="official label files in the same layout, a data folder in the hub layout, or "
+                                      "'fixtures' (default: the tables' own gold; the hub for official files)")
+    score.add_argument("--tasks-file", action="append", default=[])
+    score.add_argument("--seqeval", choices=["0.0", "1.x"], help="tagging chunk F1 behaviour (default: 0.0)")
+    score.add_argument("--out", help="also write the scores as JSON here")
+    score.add_argument("--tracking-uri")
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -182,9 +196,9 @@ def cmd_evaluate(args) -> None:
     if args.benchmark:
         from sweeps.reporting.benchmark import format_result, run_benchmark
 
-        print(format_result(run_benchmark(args.checkpoint, args.benchmark, _run_config(args))))
+        print(format_result(run_benchmark(args.checkpoint, args.benchmark, _run_config(args), args.predictions)))
         return
-    result = evaluate(args.checkpoint, _run_config(args))
+    result = evaluate(args.checkpoint, _run_config(args), args.predictions)
     print_scores(result.scores)
     print(f"\nMLflow run {result.run_id}")
 
@@ -225,6 +239,34 @@ def cmd_promote(args) -> None:
     verb = "promoted" if result.moved else "kept"
     print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
           f"English validation {result.score:.2f})")
+    if args.predictions:
+        import mlflow
+
+        from datamodules.tasks import get_task, load_registry
+        from sweeps.reporting.submission import write_from_run
+
+        written = write_from_run(mlflow.MlflowClient(uri), result.run_id, get_task(args.task, load_registry()),
+                                 args.predictions)
+        print(f"wrote {len(written)} submission files into {args.predictions}")
+
+
+def cmd_score(args) -> None:
+    import json
+
+    from datamodules.tasks import load_registry
+    from sweeps.reporting.benchmark import format_result
+    from sweeps.reporting.score import benchmarks, format_scores, score
+
+    results = score(args.predictions, args.gold, args.tasks_file, args.tracking_uri, args.seqeval)
+    print(format_scores(results))
+    aggregated = benchmarks(results, load_registry(args.tasks_file))
+    for result in aggregated:
+        if result.tasks:
+            print("\n" + format_result(result))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump({"scores": [vars(r) for r in results], "benchmarks": [r.to_json() for r in aggregated]},
+                      handle, indent=2)
 
 
 def cmd_report(args) -> None:
@@ -257,7 +299,7 @@ def cmd_ui(args) -> None:
 
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models}
+            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models, "score": cmd_score}
 # errors a user can fix: printed as one line, not a traceback
 USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError",
                "ExperimentError")

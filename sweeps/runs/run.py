@@ -217,6 +217,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import OptimizerSettings, TaskModule
+    from sweeps.runs.predictions import prediction_sink
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     prepared = prepare(config)
@@ -241,7 +242,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         head = fmt.build_head(encoder, prepared.task, datamodule.labels)
         module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id,
                             OptimizerSettings(lr=config.train.lr, weight_decay=config.train.weight_decay,
-                                              warmup_ratio=config.train.warmup_ratio))
+                                              warmup_ratio=config.train.warmup_ratio),
+                            on_predictions=prediction_sink(run, prepared.task))
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
@@ -296,8 +298,9 @@ def _log_robustness(run, datamodule) -> None:
         run.log_dict({name: info["samples"] for name, info in datamodule.perturbed.items()}, "robustness/samples.json")
 
 
-def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
-    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`.
+def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = None) -> RunResult:
+    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`; with
+    `predictions_dir`, also write its XTREME submission files there (sweeps/reporting/submission.py).
 
     Retrieval tasks need no head: for them `checkpoint` may also be any encoder name (evaluated straight from it)."""
     import lightning as L
@@ -306,6 +309,7 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.runs.predictions import prediction_sink
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     folder = local_checkpoint(checkpoint, config.tracking_uri) if _names_checkpoint(checkpoint) else None
@@ -336,7 +340,8 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
         head = fmt.build_head(encoder, prepared.task, labels)
         if with_head:
             load_head(folder, head)
-        module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id)
+        module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id,
+                            on_predictions=prediction_sink(run, prepared.task, predictions_dir))
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)
         trainer.test(module, datamodule=datamodule, verbose=False)
         run.log_dict(module.scores, "scores.json")

@@ -116,6 +116,10 @@ class Run:
     def log_dict(self, data: dict, file_name: str) -> None:
         self.client.log_dict(self.run_id, data, file_name)
 
+    def log_table(self, frame, file_name: str) -> None:
+        """A table the MLflow UI shows (`.parquet`: compressed)."""
+        self.client.log_table(self.run_id, frame, file_name)
+
     def lightning_logger(self):
         """Lightning's MLflow logger writing into this run, leaving the run's end to `tracked_run`."""
         from lightning.pytorch.loggers import MLFlowLogger
