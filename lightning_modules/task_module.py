@@ -40,6 +40,12 @@ def mean_scores(scores_by_lang: dict[str, dict[str, float]], train_language: str
     return means
 
 
+def exact(scores: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Scores as float64 tensors: a plain float would be logged as float32, a few digits off what the predictions
+    on disk score to."""
+    return {key: torch.tensor(float(value), dtype=torch.float64) for key, value in scores.items()}
+
+
 class TaskModule(L.LightningModule):
     def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int,
                  optimizer: OptimizerSettings = OptimizerSettings(), on_predictions=None):
@@ -81,7 +87,7 @@ class TaskModule(L.LightningModule):
         drops = robustness_drops(self.scores)
         if drops:
             self.scores.update(drops)
-            self.log_dict(drops)
+            self.log_dict(exact(drops))
 
     def _score(self, eval_sets, final: bool = True) -> None:
         by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
@@ -98,7 +104,7 @@ class TaskModule(L.LightningModule):
             scores.update({f"{split}/{key}": value for key, value in mean_scores(by_lang, train_language).items()})
         self._outputs.clear()
         self.scores.update(scores)
-        self.log_dict({key: float(value) for key, value in scores.items()})
+        self.log_dict(exact(scores))
 
     def configure_optimizers(self):
         settings = self.optimizer_settings

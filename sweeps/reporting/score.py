@@ -109,12 +109,19 @@ def _official_files(folder: Path) -> dict[tuple[str, str], Path]:
     return found
 
 
-def _task_for(name: str, registry: dict, langs, data_path: Path | None):
-    from sweeps.reporting.benchmark import choose
+def _task_for(name: str, registry: dict, lang: str, data_path: Path | None, predicted):
+    """The registered task a file of `name` is scored as: BUCC pairs named by sentence ids (not row numbers) can
+    only come from the official files, so they are scored against its variant that reads them (bucc2018_official)
+    where that variant has this language's files."""
+    from sweeps.reporting.benchmark import _has_data
 
-    if name not in registry:
-        raise ValueError(f"predictions for {name!r}, which is not a registered task")
-    return choose(registry[name], registry, langs, data_path)
+    task = registry[name]
+    if task.format == "retrieval" and task.metric == "f1" and data_path is not None and \
+            not all(s.isdigit() and t.isdigit() for s, t in predicted):
+        for variant in registry.values():
+            if variant.variant_of == name and _has_data(variant, [lang], data_path) is None:
+                return variant
+    return task
 
 
 def score_official_folder(folder: Path, gold: str | None, registry: dict) -> list[Scored]:
@@ -123,11 +130,12 @@ def score_official_folder(folder: Path, gold: str | None, registry: dict) -> lis
     data_path = _data_path(gold)
     results = []
     for name in sorted({name for name, _ in files}):
-        langs = [lang for task_name, lang in files if task_name == name]
-        task = _task_for(name, registry, langs, data_path)
-        split = submission.submission_split(task)
-        for lang in langs:
-            predicted = submission.read(files[(name, lang)], task)
+        if name not in registry:
+            raise ValueError(f"predictions for {name!r}, which is not a registered task")
+        for lang in [lang for task_name, lang in files if task_name == name]:
+            predicted = submission.read(files[(name, lang)], registry[name])
+            task = _task_for(name, registry, lang, data_path, predicted)
+            split = submission.submission_split(task)
             label_file = label_folder / name / files[(name, lang)].name if label_folder else None
             if label_file is not None and label_file.is_file():
                 expected = submission.read(label_file, task, labels=True)
