@@ -127,6 +127,15 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--out", help="also write the scores as JSON here")
     score.add_argument("--tracking-uri")
 
+    compare = commands.add_parser("compare", help="two runs' predictions: per language the score difference and the "
+                                                  "examples where they disagree (all of them logged to MLflow)")
+    compare.add_argument("run_a", help="run id or runs:/<run id>")
+    compare.add_argument("run_b")
+    compare.add_argument("--show", type=int, default=5, help="disagreements shown per language (default 5)")
+    compare.add_argument("--experiment", default="xstilts-compare", help="where the comparison run is logged")
+    compare.add_argument("--tasks-file", action="append", default=[])
+    compare.add_argument("--tracking-uri")
+
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri")
@@ -284,6 +293,21 @@ def cmd_report(args) -> None:
     print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
+def cmd_compare(args) -> None:
+    from datamodules.tasks import load_registry
+    from sweeps.reporting.benchmark import score_metrics
+    from sweeps.reporting.compare import compare, format_comparison, log, run_id_of
+    from sweeps.tracking.store import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    run_a, run_b = run_id_of(args.run_a), run_id_of(args.run_b)
+    results = compare(run_a, run_b, uri, args.tasks_file)
+    registry = load_registry(args.tasks_file)
+    metrics = {c.task: score_metrics(registry[c.task].format, registry[c.task].metric) for c in results}
+    print(format_comparison(results, metrics, args.show))
+    print(f"\nall disagreements: MLflow run {log(results, run_a, run_b, uri, args.experiment)} (compare/…)")
+
+
 def cmd_ui(args) -> None:
     from sweeps.tracking.store import tracking_uri
     from sweeps.tracking.ui import start_server, wait_until_up
@@ -299,7 +323,8 @@ def cmd_ui(args) -> None:
 
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models, "score": cmd_score}
+            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models, "score": cmd_score,
+            "compare": cmd_compare}
 # errors a user can fix: printed as one line, not a traceback
 USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError",
                "ExperimentError")
