@@ -109,7 +109,8 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("task", nargs="?")
     promote.add_argument("--list", action="store_true", help="show each target's champion")
     promote.add_argument("--predictions", metavar="DIR",
-                         help="also write the champion's XTREME submission files into DIR")
+                         help="also write the champion's XTREME submission files into DIR (with --list: every "
+                              "champion's)")
     promote.add_argument("--tracking-uri")
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
@@ -241,6 +242,8 @@ def cmd_promote(args) -> None:
     if args.list:
         for row in champions(uri):
             print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if args.predictions:
+                _write_submission(uri, row["task"], row["run_id"], args.predictions)
         return
     if not args.task:
         raise ValueError("promote needs a target task, or --list")
@@ -249,14 +252,17 @@ def cmd_promote(args) -> None:
     print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
           f"English validation {result.score:.2f})")
     if args.predictions:
-        import mlflow
+        _write_submission(uri, result.task, result.run_id, args.predictions)
 
-        from datamodules.tasks import get_task, load_registry
-        from sweeps.reporting.submission import write_from_run
 
-        written = write_from_run(mlflow.MlflowClient(uri), result.run_id, get_task(args.task, load_registry()),
-                                 args.predictions)
-        print(f"wrote {len(written)} submission files into {args.predictions}")
+def _write_submission(uri: str, task: str, run_id: str, folder: str) -> None:
+    import mlflow
+
+    from datamodules.tasks import get_task, load_registry
+    from sweeps.reporting.submission import write_from_run
+
+    written = write_from_run(mlflow.MlflowClient(uri), run_id, get_task(task, load_registry()), folder)
+    print(f"{task}: wrote {len(written)} submission files into {folder}")
 
 
 def cmd_score(args) -> None:

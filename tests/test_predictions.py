@@ -90,3 +90,35 @@ def test_retrieval_evaluation_writes_predictions_that_score_to_the_logged_metric
     _check_submission(submission, task, split, evaluated.data.metrics)
     official = _scored(tmp_path, str(submission), "--gold", "fixtures")
     assert official == {key: value for key, value in metrics.items() if key.split("/")[2] in OFFICIAL_METRICS[task]}
+
+
+def test_tables_past_mlflows_tag_limit_are_still_logged(tmp_path):
+    # MLflow lists a run's tables in one tag of at most 8000 characters: 110 tables overflow it
+    from lightning_modules.predictions import read_table, table_path, to_frame
+    from sweeps.tracking.store import tracked_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    records = [{"index": 0, "input": "x", "gold": ["B-PER"], "prediction": ["O"], "correct": False}]
+    with tracked_run(uri, "tables", "many") as run:
+        for i in range(110):
+            run.log_table(to_frame(records), table_path("panx", "test.code_switch", f"l{i:03d}"))
+    client = mlflow.MlflowClient(uri)
+    logged = client.get_run(run.run_id).data.tags["mlflow.loggedArtifacts"]
+    assert 7000 < len(logged) <= 8000
+    files = client.list_artifacts(run.run_id, "predictions/panx/test.code_switch")
+    assert len(files) == 110
+    assert read_table(client.download_artifacts(run.run_id, files[-1].path, str(tmp_path))) == records
+
+
+def test_promoted_champions_write_their_submission_files(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["fit", "pawsx", *SMALL, "--max-steps", "2", "--batch-size", "8", "--tracking-uri", uri,
+                 "--experiment", "grid"]) == 0
+    (run,) = _runs(uri, "grid")[1]
+    submission = tmp_path / "submission"
+    assert main(["promote", "pawsx", "--tracking-uri", uri, "--predictions", str(submission)]) == 0
+    languages = _check_submission(submission, "pawsx", "test", run.data.metrics)
+    assert _scored(tmp_path, str(submission), "--gold", "fixtures") == _per_language(run.data.metrics, "test")
+    again = tmp_path / "all"
+    assert main(["promote", "--list", "--tracking-uri", uri, "--predictions", str(again)]) == 0
+    assert sorted(p.name for p in (again / "pawsx").iterdir()) == [f"test-{lang}.tsv" for lang in languages]
