@@ -27,8 +27,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--group-by-length", action="store_true",
                        help="training batches of examples of similar lengths (less padding, faster)")
     group.add_argument("--seqeval", choices=["0.0", "1.x"],
-                       help="tagging chunk F1 as seqeval 0.0.x computes it (XTREME's published numbers; the default) "
-                            "or as seqeval 1.x")
+                       help="tagging chunk F1 as seqeval 0.0.x computes it (XTREME's published numbers; the "
+                            "default) or as seqeval 1.x")
     robustness = parser.add_argument_group("robustness (final evaluation only; logs robustness/<name>/<lang>/"
                                            "<metric>_drop = clean - perturbed)")
     robustness.add_argument("--perturb", type=_csv, default=(), metavar="NAMES",

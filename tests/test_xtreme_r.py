@@ -73,7 +73,8 @@ OFFICIAL_LANGUAGES = {
         "bucc2018": "de fr ru zh",
         "tatoeba": "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
                    "tr et fi hu",
-        "xquad": "en es de el ru tr ar vi th zh hi", "mlqa": "en es de ar hi vi zh", "tydiqa": "en ar bn fi id ko ru sw te",
+        "xquad": "en es de el ru tr ar vi th zh hi", "mlqa": "en es de ar hi vi zh",
+        "tydiqa": "en ar bn fi id ko ru sw te",
     },
     "xtreme-r": {
         "xnli": "ar bg de el en es fr hi ru sw th tr ur vi zh",
@@ -84,7 +85,8 @@ OFFICIAL_LANGUAGES = {
         "tatoeba": "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
                    "tr et fi hu az lt pl uk ro",
         "xcopa": "et ht id it qu sw ta th tr vi zh", "mewslix": "ar de en es fa ja pl ro ta tr uk",
-        "xquad": "en es de el ru tr ar vi th zh hi ro", "mlqa": "en es de ar hi vi zh", "tydiqa": "en ar bn fi id ko ru sw te",
+        "xquad": "en es de el ru tr ar vi th zh hi ro", "mlqa": "en es de ar hi vi zh",
+        "tydiqa": "en ar bn fi id ko ru sw te",
     },
 }
 

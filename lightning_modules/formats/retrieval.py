@@ -96,7 +96,6 @@ def _pool(examples, embeddings, parts, part) -> dict:
         pool[side] = {"embeddings": embeddings[chosen], "ids": [ids[i] for i in chosen],
                       "texts": [texts[i] for i in chosen]}
     pool["gold"] = [(ids[i], g) for i in rows if sides[i] == "source" for g in gold[i]]
-    pool["aligned"] = False
     return pool
 
 
@@ -110,7 +109,7 @@ def _pairs(source, target, parts, part, texts) -> dict:
                        "shown": [texts["source"][i] for i in chosen]},
             "target": {"embeddings": target[rows], "ids": ids, "texts": None,
                        "shown": [texts["target"][i] for i in chosen]},
-            "gold": list(zip(ids, ids)), "aligned": True}
+            "gold": list(zip(ids, ids))}
 
 
 def _shown(side: dict) -> list[str]:
@@ -127,7 +126,8 @@ def _nearest(pool) -> list[dict]:
     xx_to_en = metrics.knn(source, target, 1)[1][:, 0].cpu().tolist()
     sources, targets = _shown(pool["source"]), _shown(pool["target"])
     return [{"index": i, "input": targets[i], "gold": i, "prediction": j, "expected": sources[i],
-             "retrieved": sources[j], "prediction_xx_to_en": k, "correct": i == j} for i, (j, k) in enumerate(zip(en_to_xx, xx_to_en))]
+             "retrieved": sources[j], "prediction_xx_to_en": k, "correct": i == j}
+            for i, (j, k) in enumerate(zip(en_to_xx, xx_to_en))]
 
 
 def _mine(pool) -> list[tuple]:
@@ -148,8 +148,7 @@ def _mined(pools: dict) -> list[dict]:
         target = dict(zip(pool["target"]["ids"], _shown(pool["target"])))
         candidates = _mine(pool)
         mined = {(s, t) for s, t, _ in candidates}
-        rows = [(s, t, score) for s, t, score in candidates] + [(s, t, None) for s, t in pool["gold"]
-                                                                 if (s, t) not in mined]
+        rows = [*candidates, *((s, t, None) for s, t in dict.fromkeys(pool["gold"]) if (s, t) not in mined)]
         records += [{"part": part, "source_id": str(s), "target_id": str(t), "input": source.get(s),
                      "retrieved": target.get(t), "score": score, "gold": (s, t) in gold} for s, t, score in rows]
     threshold = _threshold(records, "calibration" if "calibration" in pools else "eval")

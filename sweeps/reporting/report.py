@@ -1,7 +1,7 @@
 """`xstilts report`: the paper's table from MLflow. Rows: intermediate task or sequence (prefixed by experiment and
 encoder when a report spans several); columns: target tasks. Each cell: the zero-shot target score of the best trial
-(chosen on English validation): the mean over the target's languages other than its training language (English), mean ±
-standard deviation over seeds where there are several, and the difference from the no-intermediate baseline; "≈"
+(chosen on English validation): the mean over the target's languages other than its training language (English),
+mean ± standard deviation over seeds where there are several, and the difference from the no-intermediate baseline; "≈"
 marks a difference smaller than the seed spread. Beside them the XTREME and XTREME-R scores over the targets present,
 computed as the benchmarks define them (each task over its fixed language list, English included; QA as (F1+EM)/2;
 sweeps/reporting/benchmark.py). Also per-language detail, a CSV and a heatmap, logged to the sweep's parent run."""
@@ -26,7 +26,7 @@ def _split(metrics: dict, task) -> str | None:
 
 
 def language_table(metrics: dict, task, languages=None) -> dict[str, dict[str, float]]:
-    """lang -> metric -> value of a run's per-language scores (test, else validation), optionally only `languages`."""
+    """lang -> metric -> value of a run's per-language scores (test, else validation), optionally of `languages`."""
     from sweeps.reporting.benchmark import score_metrics
 
     split = _split(metrics, task)
@@ -199,7 +199,8 @@ class Table:
 
     def _benchmark_header(self, name: str) -> str:
         present, total = len(self.benchmark_targets(name)), len(self.benchmark_tasks.get(name, []))
-        return f"{BENCHMARK_TITLES[name]} score" + ("" if present == total else f" (partial: {present} of {total} tasks)")
+        partial = "" if present == total else f" (partial: {present} of {total} tasks)"
+        return f"{BENCHMARK_TITLES[name]} score{partial}"
 
     def _languages(self, best, registry) -> list[str]:
         lines = []
