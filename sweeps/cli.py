@@ -274,7 +274,7 @@ def cmd_score(args) -> None:
 
     results = score(args.predictions, args.gold, args.tasks_file, args.tracking_uri, args.seqeval)
     print(format_scores(results))
-    aggregated = benchmarks(results, load_registry(args.tasks_file))
+    aggregated = benchmarks(results, load_registry(args.tasks_file), args.predictions)
     for result in aggregated:
         if result.tasks:
             print("\n" + format_result(result))

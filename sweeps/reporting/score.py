@@ -215,13 +215,13 @@ def score(predictions: str, gold: str | None = None, tasks_files=(), tracking: s
     return results
 
 
-def benchmarks(results: list[Scored], registry: dict) -> list:
+def benchmarks(results: list[Scored], registry: dict, source: str = "predictions") -> list:
     """The XTREME and XTREME-R results (sweeps/reporting/benchmark.py) over the scored submission splits."""
     from sweeps.reporting.benchmark import BENCHMARKS, BenchmarkResult, TaskResult, benchmark_tasks
 
     out = []
     for name in BENCHMARKS:
-        result = BenchmarkResult(name, "predictions")
+        result = BenchmarkResult(name, source)
         for task in benchmark_tasks(registry, name):
             languages = task.benchmark_languages(name)
             rows = [r for r in results if r.lang in languages and r.task in registry
