@@ -59,6 +59,7 @@ class TaskSpec:
     train_language: str = "en"
     allow_no_answer: bool = False
     answer_normalization: str = "squad"
+    seqeval: str = "0.0"  # tagging chunk F1: seqeval 0.0.x as XTREME's published numbers, or "1.x"
     domain: str | None = None
     tags: dict = field(default_factory=dict)
     layout: str = "pairs"  # retrieval only: see RETRIEVAL_LAYOUTS
@@ -146,6 +147,8 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
         _fail(where, "`languages` is empty")
     folder = Path(origin).parent if origin else None
     sources = [_parse_source(f"{where} source {i}", s, folder) for i, s in enumerate(_as_list(raw["sources"]))]
+    if "seqeval" in raw:  # YAML reads a bare 0.0 as a number
+        raw = {**raw, "seqeval": str(raw["seqeval"])}
     spec = TaskSpec(name=name, **{**raw, "sources": sources, "languages": languages,
                                   "labels": [str(x) for x in labels] if isinstance(labels, list) else labels})
     if format_spec.trains and spec.train_task is None and spec.train_language not in spec.languages:
@@ -154,6 +157,8 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
     _check_benchmarks(where, spec)
     if spec.answer_normalization not in ("squad", "mlqa"):
         _fail(where, f"answer_normalization {spec.answer_normalization!r}; valid: squad, mlqa")
+    if spec.seqeval not in ("0.0", "1.x"):
+        _fail(where, f"seqeval {spec.seqeval!r}; valid: 0.0 (XTREME's published numbers), 1.x")
     return spec
 
 

@@ -4,6 +4,8 @@ Every evaluation set (one per language and split, from the datamodule) is scored
 `<split>/<lang>/<metric>`, with `<split>/mean/<metric>` over all its languages and `<split>/zero_shot_mean/<metric>`
 over all but the training language. Perturbed copies and adversarial sets (`test.typos`, `test.anli_plus`) are
 scored the same way, and their drop from the clean score is logged as `robustness/<variant>/<lang>/<metric>_drop`.
+Scores come from the format's per-example predictions; after the final evaluation (test), `on_predictions`, when
+given, receives each set's predictions (lightning_modules/predictions.py writes them).
 """
 
 from __future__ import annotations
@@ -31,11 +33,20 @@ def mean_scores(scores_by_lang: dict[str, dict[str, float]], train_language: str
     return means
 
 
+def exact(scores: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Scores as float64 tensors: a plain float would be logged as float32, a few digits off what the predictions
+    on disk score to."""
+    return {key: torch.tensor(float(value), dtype=torch.float64) for key, value in scores.items()}
+
+
 class TaskModule(L.LightningModule):
-    def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int, optimizer=None):
+    def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int, optimizer=None,
+                 on_predictions=None):
         """`optimizer`: the run's training settings (lr, weight_decay, warmup_ratio, adam_epsilon: the TrainConfig
-        of sweeps/config/schema.py); None for a module that only evaluates."""
+        of sweeps/config/schema.py); None for a module that only evaluates. `on_predictions(eval_set, records)`
+        receives the final evaluation's per-example predictions."""
         super().__init__()
+        self.on_predictions = on_predictions  # (EvalSet, records) -> None
         self.encoder, self.head = encoder, head
         self.fmt, self.labels, self.pad_id, self.optimizer_settings = fmt, labels, pad_id, optimizer
         self._outputs: dict[int, list] = defaultdict(list)
@@ -63,7 +74,7 @@ class TaskModule(L.LightningModule):
             self._outputs.clear()
             return
         datamodule = self.trainer.datamodule
-        self._score([datamodule.selection_set] if datamodule.selection_set else [])
+        self._score([datamodule.selection_set] if datamodule.selection_set else [], final=False)
 
     def on_test_epoch_end(self):
         datamodule = self.trainer.datamodule
@@ -71,13 +82,15 @@ class TaskModule(L.LightningModule):
         drops = robustness_drops(self.scores, synthetic=datamodule.robustness.perturbations)
         if drops:
             self.scores.update(drops)
-            self.log_dict(drops)
+            self.log_dict(exact(drops))
 
-    def _score(self, eval_sets) -> None:
+    def _score(self, eval_sets, final: bool = True) -> None:
         by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         for index, eval_set in enumerate(eval_sets):
-            by_split[eval_set.split][eval_set.lang] = self.fmt.score(self._outputs.pop(index, []), eval_set,
-                                                                     self.labels)
+            records = self.fmt.predict(self._outputs.pop(index, []), eval_set, self.labels)
+            if final and self.on_predictions is not None and self.fmt.per_example():
+                self.on_predictions(eval_set, records)
+            by_split[eval_set.split][eval_set.lang] = self.fmt.score_predictions(records, eval_set.task, eval_set.lang)
         scores = {}
         for split, by_lang in by_split.items():
             scores.update({f"{split}/{lang}/{metric}": value
@@ -86,7 +99,7 @@ class TaskModule(L.LightningModule):
             scores.update({f"{split}/{key}": value for key, value in mean_scores(by_lang, train_language).items()})
         self._outputs.clear()
         self.scores.update(scores)
-        self.log_dict({key: float(value) for key, value in scores.items()})
+        self.log_dict(exact(scores))
 
     def configure_optimizers(self):
         settings = self.optimizer_settings

@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--benchmark", choices=["xtreme", "xtreme-r"],
                           help="every task of the benchmark the checkpoint needs no training for, and the score")
     add_flags(evaluate, TrainConfig, "evaluation", only=("eval_batch_size", "precision"))
+    evaluate.add_argument("--predictions", metavar="DIR",
+                          help="also write the XTREME submission files (<task>/test-<lang>.<suffix>) into DIR")
     add_flags(evaluate, DataConfig, "data")
     add_flags(evaluate, TrackingConfig, "tracking")
 
@@ -53,12 +55,33 @@ def parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
     promote.add_argument("task", nargs="?")
     promote.add_argument("--list", action="store_true", help="show each target's champion")
+    promote.add_argument("--predictions", metavar="DIR",
+                         help="also write the champion's XTREME submission files into DIR (with --list: every "
+                              "champion's)")
     add_flags(promote, TrackingConfig, "tracking", only=("tracking_uri",))
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
     report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
     add_flags(report, TrackingConfig, "tracking", only=("tracking_uri",))
+
+    score = commands.add_parser("score", help="score a folder of predictions (a run's tables or XTREME submission "
+                                              "files) per task and language, and the XTREME / XTREME-R scores")
+    score.add_argument("predictions", help="folder, or runs:/<run id> (its predictions artifacts)")
+    score.add_argument("--gold", help="official label files in the same layout, a data folder in the hub layout, or "
+                                      "'fixtures' (default: the tables' own gold; the hub for official files)")
+    score.add_argument("--out", help="also write the scores as JSON here")
+    add_flags(score, DataConfig, "data", only=("tasks_files", "seqeval"))
+    add_flags(score, TrackingConfig, "tracking", only=("tracking_uri",))
+
+    compare = commands.add_parser("compare", help="two runs' predictions: per language the score difference and the "
+                                                  "examples where they disagree (all of them logged to MLflow)")
+    compare.add_argument("run_a", help="run id or runs:/<run id>")
+    compare.add_argument("run_b")
+    compare.add_argument("--show", type=int, default=5, help="disagreements shown per language (default 5)")
+    compare.add_argument("--experiment", default="xstilts-compare", help="where the comparison run is logged")
+    add_flags(compare, DataConfig, "data", only=("tasks_files",))
+    add_flags(compare, TrackingConfig, "tracking", only=("tracking_uri",))
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -132,9 +155,9 @@ def cmd_evaluate(args) -> None:
     if args.benchmark:
         from sweeps.reporting.benchmark import format_result, run_benchmark
 
-        print(format_result(run_benchmark(args.checkpoint, args.benchmark, _run_config(args))))
+        print(format_result(run_benchmark(args.checkpoint, args.benchmark, _run_config(args), args.predictions)))
         return
-    result = evaluate(args.checkpoint, _run_config(args))
+    result = evaluate(args.checkpoint, _run_config(args), args.predictions)
     print_scores(result.scores)
     print(f"\nMLflow run {result.run_id}")
 
@@ -175,6 +198,8 @@ def cmd_promote(args) -> None:
     if args.list:
         for row in champions(uri):
             print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if args.predictions:
+                _write_submission(uri, row["task"], row["run_id"], args.predictions)
         return
     if not args.task:
         raise ConfigError("promote needs a target task, or --list")
@@ -182,6 +207,40 @@ def cmd_promote(args) -> None:
     verb = "promoted" if result.moved else "kept"
     print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
           f"English validation {result.score:.2f})")
+    if args.predictions:
+        _write_submission(uri, result.task, result.run_id, args.predictions)
+
+
+def _write_submission(uri: str, task: str, run_id: str, folder: str) -> None:
+    import mlflow
+
+    from datamodules.tasks import get_task, load_registry
+    from sweeps.reporting.submission import write_from_run
+
+    written = write_from_run(mlflow.MlflowClient(uri), run_id, get_task(task, load_registry()), folder)
+    print(f"{task}: wrote {len(written)} submission files into {folder}")
+
+
+def cmd_score(args) -> None:
+    import json
+
+    from datamodules.tasks import load_registry
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import DataConfig
+    from sweeps.reporting.benchmark import format_result
+    from sweeps.reporting.score import benchmarks, format_scores, score
+
+    data = from_flags(args, DataConfig)
+    results = score(args.predictions, args.gold, data.tasks_files, _tracking_uri(args), data.seqeval)
+    print(format_scores(results))
+    aggregated = benchmarks(results, load_registry(data.tasks_files), args.predictions)
+    for result in aggregated:
+        if result.tasks:
+            print("\n" + format_result(result))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump({"scores": [vars(r) for r in results], "benchmarks": [r.to_json() for r in aggregated]},
+                      handle, indent=2)
 
 
 def cmd_report(args) -> None:
@@ -199,6 +258,21 @@ def cmd_report(args) -> None:
     print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
+def cmd_compare(args) -> None:
+    from datamodules.tasks import load_registry
+    from lightning_modules.formats import get_spec
+    from sweeps.reporting.compare import compare, format_comparison, log, run_id_of
+
+    uri, experiment = _tracking_uri(args), safe_name(args.experiment, "--experiment")
+    tasks_files = getattr(args, "tasks_files", ())
+    run_a, run_b = run_id_of(args.run_a), run_id_of(args.run_b)
+    results = compare(run_a, run_b, uri, tasks_files)
+    registry = load_registry(tasks_files)
+    metrics = {c.task: get_spec(registry[c.task].format).scored_by(registry[c.task].metric) for c in results}
+    print(format_comparison(results, metrics, args.show))
+    print(f"\nall disagreements: MLflow run {log(results, run_a, run_b, uri, experiment)} (compare/…)")
+
+
 def cmd_ui(args) -> None:
     from sweeps.tracking.ui import start_server, wait_until_up
 
@@ -213,7 +287,8 @@ def cmd_ui(args) -> None:
 
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models}
+            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models, "score": cmd_score,
+            "compare": cmd_compare}
 
 
 def quiet() -> None:

@@ -86,8 +86,10 @@ def test_cli_benchmark_on_fixtures_prints_the_table_mlflow_holds(tmp_path, tiny,
     checkpoint = save_checkpoint(tmp_path / "ckpt", encoder, tokenizer, head, {
         "task": "mnli", "format": "classification", "labels": NLI, "train_task": "mnli",
         "encoder_source": "tiny-xlmr", "max_length": 128, "doc_stride": 64, "run_id": ""})
+    submission = tmp_path / "submission"
     assert main(["evaluate", str(checkpoint), "--benchmark", "xtreme", "--data-dir", "fixtures",
-                 "--tracking-uri", tracking_uri, "--eval-batch-size", "256", "--max-eval-examples", "24"]) == 0
+                 "--tracking-uri", tracking_uri, "--eval-batch-size", "256", "--max-eval-examples", "24",
+                 "--predictions", str(submission)]) == 0
     out = capsys.readouterr().out
 
     printed = {}
@@ -117,3 +119,10 @@ def test_cli_benchmark_on_fixtures_prints_the_table_mlflow_holds(tmp_path, tiny,
     assert run.data.tags["xstilts.benchmark.task.bucc2018"] == "bucc2018_official"
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     assert {c.data.tags["xstilts.benchmark_task"] for c in children} == {"xnli", "bucc2018", "tatoeba"}
+    # the submission: one official file per task and language evaluated (BUCC under bucc2018, mined pairs by id)
+    for task in ("xnli", "bucc2018", "tatoeba"):
+        languages = {key.split("/")[1] for key in printed if key.startswith(f"{task}/") and key.count("/") == 2
+                     and "/mean/" not in key}
+        assert sorted(p.name for p in (submission / task).iterdir()) == sorted(f"test-{l}.tsv" for l in languages)
+    assert all("\tde-" not in line and line.startswith("de-")
+               for line in (submission / "bucc2018" / "test-de.tsv").read_text().splitlines())

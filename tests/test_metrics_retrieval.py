@@ -130,3 +130,24 @@ def test_bucc_scores_keep_candidates_at_or_above_the_threshold():
     # a score equal to the threshold counts: >= 0.8 still keeps b-y
     assert bucc_scores(CANDIDATES, GOLD, 0.8)["recall"] == pytest.approx(200 / 3)
     assert bucc_scores(CANDIDATES, GOLD, 0.95) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA's topk orders ties its own way
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("key_batch_size", [1, 2, 3, 100])
+def test_tied_keys_rank_by_lower_index(key_batch_size, device):
+    # cosines of the query [1, 0] with the keys: 0, 1, 1, 0, 1, 1, 1/sqrt(2): keys 1, 2, 4, 5 tie at 1
+    keys = torch.tensor([[0, 3], [1, 0], [2, 0], [0, 1], [5, 0], [1, 0], [1, 1]], dtype=torch.float32)
+    query = torch.tensor([[1, 0]], dtype=torch.float32)
+    for k, expected in ((1, [1]), (2, [1, 2]), (3, [1, 2, 4]), (4, [1, 2, 4, 5]), (5, [1, 2, 4, 5, 6])):
+        _, indices = knn(query, keys, k, key_batch_size=key_batch_size, device=device)
+        assert indices.tolist() == [expected]
+    # the other direction: key 1 = [1, 0] against queries that tie in pairs ([2, 0] = [1, 0], [0, 1] = [0, 2])
+    queries = torch.tensor([[0, 1], [2, 0], [0, 2], [1, 0]], dtype=torch.float32)
+    (_, forward), (_, backward) = mutual_knn(queries, keys, 2, batch_size=key_batch_size, key_batch_size=2,
+                                             device=device)
+    assert backward[1].tolist() == [1, 3]  # queries 1 and 3 tie at cosine 1
+    assert backward[0].tolist() == [0, 2]  # key 0 = [0, 3]: queries 0 and 2 tie
+    assert forward[0].tolist() == [0, 3]   # query [0, 1]: keys 0 and 3 tie at 1

@@ -1,6 +1,6 @@
 import pytest
 
-from lightning_modules.metrics.squad import exact_match, f1, normalize_answer, squad_scores
+from lightning_modules.metrics.squad import exact_match, f1, f1_v2, normalize_answer, squad_scores
 
 
 def test_normalize_answer_drops_case_ascii_punctuation_articles_and_extra_spaces():
@@ -39,9 +39,20 @@ def test_squad_v2_no_answer_cases():
         "has-answer": "",      # abstained on an answerable one: 0, 0
         "article-only": "",    # "the" normalises to nothing, so the question counts as unanswerable: 1, 1
     }
-    scores = squad_scores(predictions, references)
+    scores = squad_scores(predictions, references, no_answer=True)
     assert scores == {"exact_match": pytest.approx(50.0), "f1": pytest.approx(50.0)}
-    assert f1("", "") == 1.0 and f1("", "Paris") == 0.0 and f1("Paris", "") == 0.0
+    assert f1_v2("", "") == 1.0 and f1_v2("", "Paris") == 0.0 and f1_v2("Paris", "") == 0.0
+
+
+def test_v1_empty_answers_score_f1_zero_and_em_one():
+    # the SQuAD v1.1 script (XQuAD, TyDiQA): "the" and "An" normalise to "", so EM compares "" with "": 1;
+    # F1 counts shared tokens, none: 0. The gold "the" is kept (v1 drops no gold answer).
+    assert f1("An", "the") == 0.0 and exact_match("An", "the") == 1.0
+    references = {"article": ["the"], "both": ["the", "Paris"], "plain": ["Paris"]}
+    predictions = {"article": "a", "both": "", "plain": "Paris"}
+    # article: EM 1, F1 0. both: EM max(1, 0) = 1, F1 max(0, 0) = 0. plain: 1, 1
+    scores = squad_scores(predictions, references)
+    assert scores == {"exact_match": pytest.approx(100.0), "f1": pytest.approx(100 / 3)}
 
 
 def test_no_reference_questions_is_an_error():

@@ -11,7 +11,7 @@ PAPER_INTERMEDIATE = {"anli_plus", "mnli", "qqp", "squad_v1", "squad_v2", "hella
 XTREME_LANGUAGE_COUNTS = {"xnli": 15, "pawsx": 7, "udpos": 33, "panx": 40, "xquad": 11, "mlqa": 7, "tydiqa": 9,
                           "bucc2018": 4, "tatoeba": 36}
 # XTREME-R (google-research/xtreme: utils_preprocess.py, scripts/download_data.sh, utils_mewslix.py, train_xcopa.sh)
-XTREME_R_LANGUAGE_COUNTS = {"xnli": 15, "xcopa": 11, "udpos": 38, "panx": 48, "xquad": 11, "mlqa": 7, "tydiqa": 9,
+XTREME_R_LANGUAGE_COUNTS = {"xnli": 15, "xcopa": 11, "udpos": 38, "panx": 48, "xquad": 12, "mlqa": 7, "tydiqa": 9,
                             "tatoeba": 41, "lareqa": 11, "mewslix": 11}
 XTREME_R_INTERMEDIATE = {"copa", "siqa"}  # XCOPA's English training data in XTREME-R
 ALL_TASKS = 24  # the paper's 18, XTREME-R's 3 targets and 2 training sets, and BUCC from the official files

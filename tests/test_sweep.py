@@ -163,7 +163,8 @@ def test_report_is_written_and_logged_to_the_parent(swept):
     markdown = (out_dir / "report.md").read_text()
     assert "| none |" in markdown and "| mnli |" in markdown and all(t in markdown for t in TARGETS)
     rows = (out_dir / "report.csv").read_text().splitlines()
-    assert rows[0].startswith("row,target,mean") and len(rows) == 1 + 2 * len(TARGETS)
+    # per row (none, mnli): each target, then the XTREME and XTREME-R scores
+    assert rows[0].startswith("row,target,mean") and len(rows) == 1 + 2 * (len(TARGETS) + 2)
     assert (out_dir / "heatmap.png").stat().st_size > 1000
     (parent,) = by_kind(all_runs(swept))["sweep"]
     logged = {f.path for f in swept["client"].list_artifacts(parent.info.run_id, "report")}

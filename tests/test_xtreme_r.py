@@ -61,3 +61,41 @@ def test_mewslix_pool_has_the_languages_mentions_and_every_candidate(registry):
     assert len(queries) == 40 and len(candidates) == 49  # 10 articles x 4 mentions; the lexicon's entities
     assert all(rows["id"][i].startswith("es-") and set(rows["gold"][i]) <= candidates for i in queries)
     assert all("{ " in rows["text"][i] and " }" in rows["text"][i] for i in queries)
+
+
+# google-research/xtreme evaluate.py: XTREME_TASK2LANGS and XTREME_R_TASK2LANGS (LAReQA lists none there)
+OFFICIAL_LANGUAGES = {
+    "xtreme": {
+        "pawsx": "de en es fr ja ko zh", "xnli": "ar bg de el en es fr hi ru sw th tr ur vi zh",
+        "panx": "ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw yo my "
+                "zh kk tr et fi hu",
+        "udpos": "af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi yo zh",
+        "bucc2018": "de fr ru zh",
+        "tatoeba": "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
+                   "tr et fi hu",
+        "xquad": "en es de el ru tr ar vi th zh hi", "mlqa": "en es de ar hi vi zh",
+        "tydiqa": "en ar bn fi id ko ru sw te",
+    },
+    "xtreme-r": {
+        "xnli": "ar bg de el en es fr hi ru sw th tr ur vi zh",
+        "panx": "ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw yo my "
+                "zh kk tr et fi hu qu pl uk az lt pa gu ro",
+        "udpos": "af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi yo zh "
+                 "lt pl uk wo ro",
+        "tatoeba": "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk "
+                   "tr et fi hu az lt pl uk ro",
+        "xcopa": "et ht id it qu sw ta th tr vi zh", "mewslix": "ar de en es fa ja pl ro ta tr uk",
+        "xquad": "en es de el ru tr ar vi th zh hi ro", "mlqa": "en es de ar hi vi zh",
+        "tydiqa": "en ar bn fi id ko ru sw te",
+    },
+}
+
+
+@pytest.mark.parametrize("benchmark", sorted(OFFICIAL_LANGUAGES))
+def test_benchmark_language_lists_are_the_official_ones(registry, benchmark):
+    from sweeps.reporting.benchmark import benchmark_tasks
+
+    tasks = {t.name: set(t.benchmark_languages(benchmark)) for t in benchmark_tasks(registry, benchmark)}
+    official = {task: set(langs.split()) for task, langs in OFFICIAL_LANGUAGES[benchmark].items()}
+    assert {task: langs for task, langs in tasks.items() if task != "lareqa"} == official
+    assert ("ro" in tasks["xquad"]) == (benchmark == "xtreme-r")

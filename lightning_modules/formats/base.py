@@ -2,7 +2,9 @@
 
 A format turns canonical rows (datamodules/sources.py) into features (`featurize`, cached by the datamodule),
 features into padded batches (`collate`), batches into a loss and outputs (`step`, through the encoder and the
-format's head), and the outputs of one evaluation set into scores (`score`).
+format's head), the outputs of one evaluation set into per-example predictions (`predict`: JSON-able records with
+at least `gold`, `prediction` and `correct`), and those records into scores (`score_predictions`). Scores are
+always computed from the records, so a run's predictions, written to disk, score to exactly its logged metrics.
 """
 
 from __future__ import annotations
@@ -83,9 +85,18 @@ class Format:
     def step(self, encoder, head: nn.Module, batch: dict, pad_id: int) -> StepOutput:
         raise NotImplementedError
 
-    def score(self, outputs: list[dict], eval_set: EvalSet, labels) -> dict[str, float]:
+    def predict(self, outputs: list[dict], eval_set: EvalSet, labels) -> list[dict]:
         raise NotImplementedError
 
+    def score_predictions(self, records: list[dict], task, lang: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def score(self, outputs: list[dict], eval_set: EvalSet, labels) -> dict[str, float]:
+        return self.score_predictions(self.predict(outputs, eval_set, labels), eval_set.task, eval_set.lang)
+
+    def per_example(self) -> bool:
+        """Whether `predict` gives one record per example (masked LM's are per batch: nothing to write)."""
+        return True
 
 
 class LinearHead(nn.Module):

@@ -35,10 +35,22 @@ class Classification(Format):
             return StepOutput(loss, {})
         return StepOutput(loss, {"predicted": cpu(logits.argmax(-1)), "gold": cpu(batch["label"])})
 
-    def score(self, outputs, eval_set, labels):
+    def predict(self, outputs, eval_set, labels):
         predicted = torch.cat([o["predicted"] for o in outputs]).tolist()
         gold = torch.cat([o["gold"] for o in outputs]).tolist()
-        return accuracy(gold, predicted)
+        inputs = self.inputs(eval_set.examples)
+        name = (lambda i: labels[i]) if labels else str
+        return [{"index": index, "input": text, "gold": name(g), "prediction": name(p), "correct": g == p}
+                for index, (text, g, p) in enumerate(zip(inputs, gold, predicted))]
+
+    @staticmethod
+    def inputs(examples) -> list[str]:
+        if "text_b" not in examples.column_names:
+            return examples["text_a"]
+        return [a if b is None else f"{a} [SEP] {b}" for a, b in zip(examples["text_a"], examples["text_b"])]
+
+    def score_predictions(self, records, task, lang):
+        return accuracy([r["gold"] for r in records], [r["prediction"] for r in records])
 
 
 FORMAT = Classification()

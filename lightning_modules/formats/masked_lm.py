@@ -59,9 +59,15 @@ class MaskedLM(Format):
         tokens = int((labels != -100).sum())
         return StepOutput(loss, {"loss_sum": float(loss) * tokens, "tokens": tokens})
 
-    def score(self, outputs, eval_set, labels):
-        tokens = sum(o["tokens"] for o in outputs)
-        loss = sum(o["loss_sum"] for o in outputs) / max(tokens, 1)
+    def per_example(self) -> bool:
+        return False
+
+    def predict(self, outputs, eval_set, labels):
+        return outputs  # per batch: masked tokens and their summed loss
+
+    def score_predictions(self, records, task, lang):
+        tokens = sum(o["tokens"] for o in records)
+        loss = sum(o["loss_sum"] for o in records) / max(tokens, 1)
         return {"perplexity": math.exp(loss), "loss": loss}
 
 

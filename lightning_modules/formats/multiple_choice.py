@@ -45,5 +45,10 @@ class MultipleChoice(Classification):
             return StepOutput(loss, {})
         return StepOutput(loss, {"predicted": cpu(logits.argmax(-1)), "gold": cpu(batch["label"])})
 
+    @staticmethod
+    def inputs(examples) -> list[str]:
+        return [f"{context} [CHOICES] " + " | ".join(choices)
+                for context, choices in zip(examples["context"], examples["choices"])]
+
 
 FORMAT = MultipleChoice()

@@ -25,6 +25,7 @@ from lightning_modules.formats.spec import FormatSpec
 from lightning_modules.metrics import retrieval as metrics
 
 OWN = "_own_threshold"
+MAP_K = 20
 
 
 SPEC = FormatSpec("retrieval", fields={"source": "text", "target": "text"},
@@ -60,7 +61,7 @@ class Retrieval(Format):
             outputs[name] = metrics.mean_pool(hidden, input_ids != pad_id).float().cpu()
         return StepOutput(None, outputs)
 
-    def score(self, outputs, eval_set, labels):
+    def predict(self, outputs, eval_set, labels):
         task, examples = eval_set.task, eval_set.examples
         parts = examples["part"] if "part" in examples.column_names else None
         if "side" in examples.column_names:
@@ -69,13 +70,22 @@ class Retrieval(Format):
                 if parts else {"eval": _pool(examples, embeddings, None, None)}
         else:
             source, target = (torch.cat([o[side] for o in outputs]) for side in self.sides)
-            pools = {part: _pairs(source, target, parts, part) for part in ("calibration", "eval")} \
-                if parts else {"eval": _pairs(source, target, None, None)}
+            texts = {side: examples[side] for side in self.sides}
+            pools = {part: _pairs(source, target, parts, part, texts) for part in ("calibration", "eval")} \
+                if parts else {"eval": _pairs(source, target, None, None, texts)}
         if task.metric == "accuracy":
-            return _tatoeba(pools["eval"])
+            return _nearest(pools["eval"])
         if task.metric == "map_at_20":
-            return {"map_at_20": metrics.mean_average_precision_at_k(*_ranking(pools["eval"]), k=20)}
-        return _mining(pools)
+            return _rankings(pools["eval"])
+        return _mined(pools)
+
+    def score_predictions(self, records, task, lang):
+        if task.metric == "accuracy":  # Tatoeba: a hit is the aligned row (index)
+            return {name: 100.0 * (sum(r[column] == r["index"] for r in records) / len(records))
+                    for name, column in (("accuracy", "prediction"), ("accuracy_xx_to_en", "prediction_xx_to_en"))}
+        if task.metric == "map_at_20":
+            return {"map_at_20": 100.0 * sum(r["average_precision"] for r in records) / len(records)}
+        return _mining_scores(records)
 
 
 def _pool(examples, embeddings, parts, part) -> dict:
@@ -91,18 +101,35 @@ def _pool(examples, embeddings, parts, part) -> dict:
     return pool
 
 
-def _pairs(source, target, parts, part) -> dict:
-    """Aligned pairs as a pool: row i of the source side is gold with row i of the target side."""
-    rows = torch.tensor([i for i in range(len(source)) if parts is None or parts[i] == part], dtype=torch.long)
+def _pairs(source, target, parts, part, texts) -> dict:
+    """Aligned pairs as a pool: row i of the source side is gold with row i of the target side. Texts are kept for
+    display only: repeated sentences are not merged as in a pool of the official files."""
+    chosen = [i for i in range(len(source)) if parts is None or parts[i] == part]
+    rows = torch.tensor(chosen, dtype=torch.long)
     ids = list(range(len(rows)))
-    return {"source": {"embeddings": source[rows], "ids": ids, "texts": None},
-            "target": {"embeddings": target[rows], "ids": ids, "texts": None}, "gold": list(zip(ids, ids))}
+    return {"source": {"embeddings": source[rows], "ids": ids, "texts": None,
+                       "shown": [texts["source"][i] for i in chosen]},
+            "target": {"embeddings": target[rows], "ids": ids, "texts": None,
+                       "shown": [texts["target"][i] for i in chosen]},
+            "gold": list(zip(ids, ids))}
 
 
-def _tatoeba(pool) -> dict:
+def _shown(side: dict) -> list[str]:
+    return side.get("shown") or side["texts"]
+
+
+def _nearest(pool) -> list[dict]:
+    """Tatoeba: per aligned pair i, the row retrieved in XTREME's direction (the English sentence, `target`,
+    queries the other side) and in the reverse one."""
     source, target = pool["source"]["embeddings"], pool["target"]["embeddings"]
-    reverse = metrics.tatoeba_accuracy(source, target, direction="xx->en")["accuracy"]
-    return {**metrics.tatoeba_accuracy(source, target), "accuracy_xx_to_en": reverse}
+    if len(source) != len(target):
+        raise ValueError(f"{len(source)} source but {len(target)} target sentences")
+    en_to_xx = metrics.knn(target, source, 1)[1][:, 0].cpu().tolist()
+    xx_to_en = metrics.knn(source, target, 1)[1][:, 0].cpu().tolist()
+    sources, targets = _shown(pool["source"]), _shown(pool["target"])
+    return [{"index": i, "input": targets[i], "gold": i, "prediction": j, "expected": sources[i],
+             "retrieved": sources[j], "prediction_xx_to_en": k, "correct": i == j}
+            for i, (j, k) in enumerate(zip(en_to_xx, xx_to_en))]
 
 
 def _mine(pool) -> list[tuple]:
@@ -111,26 +138,70 @@ def _mine(pool) -> list[tuple]:
                              src_texts=source["texts"], tgt_texts=target["texts"])
 
 
-def _mining(pools: dict) -> dict:
-    candidates = _mine(pools["eval"])
-    own = metrics.bucc_threshold(candidates, pools["eval"]["gold"])
-    own_scores = {f"{name}{OWN}": value for name, value in
-                  metrics.bucc_scores(candidates, pools["eval"]["gold"], own).items()}
-    if "calibration" not in pools:
+def _mined(pools: dict) -> list[dict]:
+    """BUCC: every mined candidate pair of each part with its margin score, and every gold pair never mined
+    (score None). `prediction` marks the pairs a submission lists: those at or above the threshold chosen on the
+    calibration part (on the part itself when there is none)."""
+    records = []
+    for part in sorted(pools, key=lambda name: name != "eval"):  # the scored part first
+        pool = pools[part]
+        gold = set(pool["gold"])
+        source = dict(zip(pool["source"]["ids"], _shown(pool["source"])))
+        target = dict(zip(pool["target"]["ids"], _shown(pool["target"])))
+        candidates = _mine(pool)
+        mined = {(s, t) for s, t, _ in candidates}
+        rows = [*candidates, *((s, t, None) for s, t in dict.fromkeys(pool["gold"]) if (s, t) not in mined)]
+        records += [{"part": part, "source_id": str(s), "target_id": str(t), "input": source.get(s),
+                     "retrieved": target.get(t), "score": score, "gold": (s, t) in gold} for s, t, score in rows]
+    threshold = _threshold(records, "calibration" if "calibration" in pools else "eval")
+    for record in records:
+        record["prediction"] = record["score"] is not None and record["score"] >= threshold
+        record["correct"] = record["prediction"] == record["gold"]
+    return records
+
+
+def _part(records, part: str) -> tuple[list[tuple], list[tuple]]:
+    """(candidates (source id, target id, score), gold pairs) of one part of mining records."""
+    chosen = [r for r in records if r["part"] == part]
+    candidates = [(r["source_id"], r["target_id"], r["score"]) for r in chosen if r["score"] is not None]
+    return candidates, [(r["source_id"], r["target_id"]) for r in chosen if r["gold"]]
+
+
+def _threshold(records, part: str) -> float:
+    return metrics.bucc_threshold(*_part(records, part))
+
+
+def _mining_scores(records) -> dict:
+    candidates, gold = _part(records, "eval")
+    own = metrics.bucc_threshold(candidates, gold)
+    own_scores = {f"{name}{OWN}": value for name, value in metrics.bucc_scores(candidates, gold, own).items()}
+    if not any(r["part"] == "calibration" for r in records):
         return {**own_scores, "threshold": own}
-    threshold = metrics.bucc_threshold(_mine(pools["calibration"]), pools["calibration"]["gold"])
-    scores = metrics.bucc_scores(candidates, pools["eval"]["gold"], threshold)
+    threshold = _threshold(records, "calibration")
+    scores = metrics.bucc_scores(candidates, gold, threshold)
     return {**scores, "threshold": threshold, f"f1{OWN}": own_scores[f"f1{OWN}"]}
 
 
-def _ranking(pool):
-    """(query embeddings, candidate embeddings, gold candidate ids per query, candidate ids)."""
+def _rankings(pool) -> list[dict]:
+    """LAReQA, Mewsli-X: per query with a gold candidate, the 20 best candidates and its AP@20."""
     gold: dict = {}
     for source_id, target_id in pool["gold"]:
         gold.setdefault(source_id, []).append(target_id)
-    queries = pool["source"]
-    return (queries["embeddings"], pool["target"]["embeddings"], [gold.get(i, []) for i in queries["ids"]],
-            pool["target"]["ids"])
+    queries, candidates = pool["source"], pool["target"]
+    scored = [i for i, query_id in enumerate(queries["ids"]) if gold.get(query_id)]
+    if not scored:
+        raise ValueError("no query has a gold candidate")
+    _, nearest = metrics.knn(queries["embeddings"][torch.tensor(scored, dtype=torch.long)], candidates["embeddings"],
+                             MAP_K)
+    texts = _shown(queries)
+    records = []
+    for i, row in zip(scored, nearest.cpu().tolist()):
+        ranked = [candidates["ids"][j] for j in row]
+        query_gold = gold[queries["ids"][i]]
+        records.append({"query_id": str(queries["ids"][i]), "input": texts[i], "gold": [str(g) for g in query_gold],
+                        "prediction": [str(c) for c in ranked], "correct": ranked[0] in query_gold,
+                        "average_precision": metrics.average_precision_at_k(query_gold, ranked, MAP_K)})
+    return records
 
 
 FORMAT = Retrieval()

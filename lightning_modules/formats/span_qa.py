@@ -88,13 +88,31 @@ class SpanQA(Format):
                 for s, e, n in zip(start_logits, end_logits, lengths)]
         return StepOutput(loss, {"logits": rows})
 
-    def score(self, outputs, eval_set, labels):
+    def predict(self, outputs, eval_set, labels):
         logits = [row for o in outputs for row in o["logits"]]
-        predictions = best_answers(logits, eval_set.features, eval_set.examples, eval_set.task.allow_no_answer)
-        references = {ex["id"]: list(ex["answers"]["text"]) for ex in eval_set.examples}
-        if eval_set.task.answer_normalization == "mlqa":
-            return mlqa_scores(predictions, references, eval_set.lang)
-        return squad_scores(predictions, references)
+        examples, task = eval_set.examples, eval_set.task
+        predictions = best_answers(logits, eval_set.features, examples, task.allow_no_answer)
+        records = []
+        for index, (qid, question, context, answers) in enumerate(zip(examples["id"], examples["question"],
+                                                                      examples["context"], examples["answers"])):
+            gold, prediction = list(answers["text"]), predictions[qid]
+            scores = answer_scores({qid: prediction}, {qid: gold}, task, eval_set.lang)
+            records.append({"index": index, "id": qid, "input": question, "context": context, "gold": gold,
+                            "prediction": prediction, "exact_match": scores["exact_match"] / 100,
+                            "f1": scores["f1"] / 100, "correct": scores["exact_match"] == 100})
+        return records
+
+    def score_predictions(self, records, task, lang):
+        return answer_scores({r["id"]: r["prediction"] for r in records}, {r["id"]: list(r["gold"]) for r in records},
+                             task, lang)
+
+
+def answer_scores(predictions: dict[str, str], references: dict[str, list[str]], task, lang: str) -> dict:
+    """The task's official QA scores: MLQA's language-specific normalisation, else SQuAD's (v2 rules where the
+    task has unanswerable questions)."""
+    if task.answer_normalization == "mlqa":
+        return mlqa_scores(predictions, references, lang)
+    return squad_scores(predictions, references, no_answer=task.allow_no_answer)
 
 
 def best_answers(logits, features, examples, allow_no_answer: bool) -> dict[str, str]:

@@ -64,17 +64,22 @@ class Tagging(Format):
         predicted = logits.argmax(-1).cpu()
         return StepOutput(loss, {"predicted": [row[:n].tolist() for row, n in zip(predicted, lengths)]})
 
-    def score(self, outputs, eval_set, labels):
+    def predict(self, outputs, eval_set, labels):
         predicted = [row for o in outputs for row in o["predicted"]]
         fallback = labels.index("O") if "O" in labels else 0
-        gold_names, predicted_names = [], []
-        for row, feature, example in zip(predicted, eval_set.features, eval_set.examples):
+        records = []
+        for index, (row, feature, example) in enumerate(zip(predicted, eval_set.features, eval_set.examples)):
             words = words_from_subtokens(row, feature["word_index"], len(example["tags"]), fallback)
-            gold_names.append([labels[t] for t in example["tags"]])
-            predicted_names.append([labels[t] for t in words])
-        if eval_set.task.metric == "accuracy":
-            return token_accuracy(gold_names, predicted_names)
-        return tag_scores(gold_names, predicted_names)
+            gold, prediction = [labels[t] for t in example["tags"]], [labels[t] for t in words]
+            records.append({"index": index, "input": list(example["tokens"]), "gold": gold, "prediction": prediction,
+                            "correct": gold == prediction})
+        return records
+
+    def score_predictions(self, records, task, lang):
+        gold, predicted = [r["gold"] for r in records], [r["prediction"] for r in records]
+        if task.metric == "accuracy":
+            return token_accuracy(gold, predicted)
+        return tag_scores(gold, predicted, task.seqeval)
 
 
 FORMAT = Tagging()

@@ -43,10 +43,19 @@ def _unit_rows(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _block_topk(similarities: torch.Tensor, k: int):
-    """Row-wise top-k of one block."""
+    """Row-wise top-k of one block, best first, exactly tied scores in index order: the lowest indices are kept
+    when a tie straddles the k-th place (topk alone leaves both unspecified)."""
     if k == 1:  # max() returns the first of tied maxima, so the lowest index wins, as with faiss
         return similarities.max(dim=1, keepdim=True)
-    return similarities.topk(k, dim=1)
+    scores, indices = similarities.topk(k, dim=1)
+    kth = scores[:, -1:]
+    straddling = ((similarities == kth).sum(dim=1) > (scores == kth).sum(dim=1)).nonzero()[:, 0]
+    if len(straddling):  # rare outside constructed data: a stable sort of just these rows
+        ordered, order = torch.sort(similarities[straddling], dim=1, descending=True, stable=True)
+        scores[straddling], indices[straddling] = ordered[:, :k], order[:, :k]
+    indices, by_index = indices.sort(dim=1)
+    scores, by_score = scores.gather(1, by_index).sort(dim=1, descending=True, stable=True)
+    return scores, indices.gather(1, by_score)
 
 
 def _merge(best, new, k: int):
@@ -93,8 +102,9 @@ def knn(queries, keys, k: int, batch_size: int = DEFAULT_BATCH, key_batch_size: 
 
     Works on blocks of `batch_size` queries x `key_batch_size` keys (default: the same) with a running
     top-k, so memory stays O(block + Nq k). Runs on `device` (default: the queries' device) and returns
-    there. k is capped at the number of keys. For k = 1 ties go to the lowest key index; for larger k
-    the order among exactly tied keys is unspecified.
+    there. k is capped at the number of keys. Exactly tied keys rank by index, the lowest first, and the
+    lowest are the ones kept when a tie crosses the k-th place, whatever the block sizes: results never
+    depend on topk's unspecified order among ties.
     """
     return _scan(queries, keys, k, batch_size, key_batch_size, device, both=False)[0]
 

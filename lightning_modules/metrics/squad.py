@@ -6,11 +6,13 @@ for every language; a question scores the best EM and the best F1 over its gold 
 separately); the corpus score is 100 x the mean over all reference questions, a missing prediction
 counting 0.
 
-SQuAD 2.0 additions (official v2 script): gold answers that normalise to nothing are dropped and a
-question left without gold answers counts as gold [""]; the prediction "" means "no answer"; when either
-side has no tokens, F1 is 1 if both are empty and 0 otherwise. On v1 data this differs from the v1
-script only for a gold answer that normalises to nothing (e.g. "the"), which v1 keeps and scores F1 0.
-Unlike the v2 script, unanswered questions still count 0 in the mean (v1 and XTREME behaviour).
+Empty answers follow the v1.1 script too: F1 is the bag-of-tokens overlap, so a prediction and a gold
+that both normalise to nothing (a gold such as "the") score F1 0 (and EM 1: both normalise to "").
+
+SQuAD 2.0 (`squad_scores(..., no_answer=True)`, for tasks with unanswerable questions; official v2 script):
+gold answers that normalise to nothing are dropped and a question left without gold answers counts as
+gold [""]; the prediction "" means "no answer"; when either side has no tokens, F1 is 1 if both are empty
+and 0 otherwise. Unlike the v2 script, unanswered questions still count 0 in the mean (as in v1 and XTREME).
 """
 
 import re
@@ -42,6 +44,12 @@ def exact_match(prediction: str, gold: str) -> float:
 
 
 def f1(prediction: str, gold: str) -> float:
+    """SQuAD v1.1 (XQuAD, TyDiQA): 0 when nothing overlaps, even when both sides are empty."""
+    return overlap_f1(normalize_answer(prediction).split(), normalize_answer(gold).split())
+
+
+def f1_v2(prediction: str, gold: str) -> float:
+    """SQuAD 2.0: an empty side scores 1 only against another empty side."""
     predicted_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(gold).split()
     if not predicted_tokens or not gold_tokens:
@@ -70,7 +78,11 @@ def _answerable_golds(golds: Sequence[str]) -> list[str]:
     return [gold for gold in golds if normalize_answer(gold)] or [""]
 
 
-def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict:
-    """{"exact_match", "f1"} x100 for question id -> predicted text and question id -> gold texts."""
+def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
+                 no_answer: bool = False) -> dict:
+    """{"exact_match", "f1"} x100 for question id -> predicted text and question id -> gold texts; SQuAD v1.1
+    as XTREME scores it, or SQuAD 2.0 with `no_answer`."""
+    if not no_answer:
+        return qa_corpus_scores(predictions, references, exact_match, f1)
     golds = {question_id: _answerable_golds(texts) for question_id, texts in references.items()}
-    return qa_corpus_scores(predictions, golds, exact_match, f1)
+    return qa_corpus_scores(predictions, golds, exact_match, f1_v2)

@@ -194,8 +194,9 @@ def _checkpoint(checkpoint: str, uri: str | None) -> tuple[str, dict | None]:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
-    """Evaluate `checkpoint` on benchmark `name` (config: a sweeps.runs.run.RunConfig for data and tracking options)."""
+def run_benchmark(checkpoint: str, name: str, config, predictions_dir: str | None = None) -> BenchmarkResult:
+    """Evaluate `checkpoint` on benchmark `name` (config: a sweeps.runs.run.RunConfig for data and tracking options);
+    with `predictions_dir`, each task's XTREME submission files are written there."""
     from datamodules.tasks import TaskError, load_registry
     from sweeps.config import RunConfig
     from sweeps.runs.run import evaluate
@@ -230,7 +231,7 @@ def run_benchmark(checkpoint: str, name: str, config) -> BenchmarkResult:
                               run_name=f"benchmark-{name}/{task.name}", parent_run_id=run.run_id,
                               tags={"xstilts.benchmark": name, "xstilts.benchmark_task": task.name})
             try:
-                evaluated = evaluate(target, child)
+                evaluated = evaluate(target, child, predictions_dir)
             except (TaskError, OSError) as error:  # no language had data after all; the hub out of reach
                 result.missing[task.name] = f"{type(error).__name__}: {error}"
                 continue

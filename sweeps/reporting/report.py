@@ -1,8 +1,10 @@
 """`xstilts report`: the paper's table from MLflow. Rows: intermediate task or sequence (prefixed by experiment and
 encoder when a report spans several); columns: target tasks. Each cell: the zero-shot target score of the best trial
-(chosen on English validation), mean ± standard deviation over seeds where there are several, and the difference from
-the no-intermediate baseline; "≈" marks a difference smaller than the seed spread. Also the XTREME score over the
-targets present, per-language detail, a CSV and a heatmap, logged to the sweep's parent run."""
+(chosen on English validation): the mean over the target's languages other than its training language (English),
+mean ± standard deviation over seeds where there are several, and the difference from the no-intermediate baseline; "≈"
+marks a difference smaller than the seed spread. Beside them the XTREME and XTREME-R scores over the targets present,
+computed as the benchmarks define them (each task over its fixed language list, English included; QA as (F1+EM)/2;
+sweeps/reporting/benchmark.py). Also per-language detail, a CSV and a heatmap, logged to the sweep's parent run."""
 
 from __future__ import annotations
 
@@ -14,17 +16,47 @@ from statistics import mean, stdev
 from lightning_modules.formats import get_spec
 
 BASELINE = "none"
+BENCHMARK_TITLES = {"xtreme": "XTREME", "xtreme-r": "XTREME-R"}
 
 
-def task_score(metrics: dict, task) -> float | None:
-    """A target's score as XTREME aggregates it (QA: mean of F1 and EM), from the test split where there is one."""
-    spec = get_spec(task.format)
+def _split(metrics: dict, task) -> str | None:
+    """test where the run has it, else validation."""
     for split in ("test", "validation"):
-        score = spec.task_score(task.metric, {m: metrics[f"{split}/mean/{m}"] for m in spec.scored_by(task.metric)
-                                              if f"{split}/mean/{m}" in metrics})
-        if score is not None:
-            return score
+        if any(key.startswith(f"{split}/") and key.endswith(f"/{task.metric}") for key in metrics):
+            return split
     return None
+
+
+def language_table(metrics: dict, task, languages=None) -> dict[str, dict[str, float]]:
+    """lang -> metric -> value of a run's per-language scores (test, else validation), optionally of `languages`."""
+    split = _split(metrics, task)
+    table: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if split and len(parts) == 3 and parts[0] == split and parts[2] in get_spec(task.format).scored_by(task.metric) \
+                and "mean" not in parts[1] and (languages is None or parts[1] in languages):
+            table.setdefault(parts[1], {})[parts[2]] = value
+    return table
+
+
+def task_score(metrics: dict, task, train_language: str = "en") -> float | None:
+    """A target's zero-shot score: the mean over its languages other than the training language (QA: mean of F1 and
+    EM), from the test split where there is one."""
+    from sweeps.reporting.benchmark import task_score as aggregate
+
+    table = language_table(metrics, task)
+    table.pop(train_language, None)
+    return aggregate(table, task.format, task.metric) if table else None
+
+
+def benchmark_task_score(metrics: dict, task, benchmark: str) -> float | None:
+    """The target's score as `benchmark` counts it: the mean over its fixed language list, English included."""
+    from sweeps.reporting.benchmark import task_score as aggregate
+
+    if benchmark not in task.benchmarks:
+        return None
+    table = language_table(metrics, task, task.benchmark_languages(benchmark))
+    return aggregate(table, task.format, task.metric) if table else None
 
 
 def target_runs(client, experiment: str) -> list:
@@ -56,6 +88,7 @@ def build(experiments: list[str] | str, uri: str, out: Path) -> dict[str, Path]:
     import mlflow
 
     from datamodules.tasks import load_registry
+    from sweeps.reporting.benchmark import BENCHMARKS, benchmark_tasks
 
     experiments = [experiments] if isinstance(experiments, str) else list(experiments)
     client = mlflow.MlflowClient(uri)
@@ -64,13 +97,21 @@ def build(experiments: list[str] | str, uri: str, out: Path) -> dict[str, Path]:
     encoders = {run.data.tags.get("xstilts.encoder") for run, _ in runs}
     best = best_per_seed(runs, len(experiments) > 1, len(encoders) > 1)
     samples: dict[tuple[str, str], list[float]] = defaultdict(list)  # (row, target) -> one score per seed
+    benchmark_samples = {name: defaultdict(list) for name in BENCHMARKS}  # the same, as each benchmark counts it
     rows_of_prefix: dict[str, str] = {}
     for (prefix, intermediate, target, _), run in sorted(best.items()):
-        value = task_score(run.data.metrics, registry[target])
+        task, row = registry[target], _label(prefix, intermediate)
+        train_language = registry[task.train_task].train_language if task.train_task else task.train_language
+        value = task_score(run.data.metrics, task, train_language)
         if value is not None:
-            samples[(_label(prefix, intermediate), target)].append(value)
-        rows_of_prefix[_label(prefix, intermediate)] = _label(prefix, BASELINE)
-    table = Table(samples, rows_of_prefix)
+            samples[(row, target)].append(value)
+        for name in BENCHMARKS:
+            value = benchmark_task_score(run.data.metrics, task, name)
+            if value is not None:
+                benchmark_samples[name][(row, target)].append(value)
+        rows_of_prefix[row] = _label(prefix, BASELINE)
+    table = Table(samples, rows_of_prefix, benchmark_samples,
+                  {name: [t.name for t in benchmark_tasks(registry, name)] for name in BENCHMARKS})
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv", "heatmap": out / "heatmap.png"}
     paths["markdown"].write_text(table.markdown(", ".join(experiments), best, registry))
@@ -86,8 +127,10 @@ def build(experiments: list[str] | str, uri: str, out: Path) -> dict[str, Path]:
 
 
 class Table:
-    def __init__(self, samples: dict, baseline_of: dict[str, str]):
+    def __init__(self, samples: dict, baseline_of: dict[str, str], benchmark_samples: dict | None = None,
+                 benchmark_tasks: dict[str, list[str]] | None = None):
         self.samples, self.baseline_of = samples, baseline_of
+        self.benchmark_samples, self.benchmark_tasks = benchmark_samples or {}, benchmark_tasks or {}
         self.rows = sorted(baseline_of, key=lambda r: (baseline_of[r], r != baseline_of[r], r))
         self.targets = sorted({target for _, target in samples})
 
@@ -109,9 +152,23 @@ class Table:
         noise = max(self.spread(row, target), self.spread(self.baseline_of[row], target))
         return change is not None and noise > 0 and abs(change) < noise
 
-    def overall(self, row: str) -> float | None:
-        values = [self.value(row, t) for t in self.targets]
-        return None if any(v is None for v in values) else mean(values)
+    def benchmark_targets(self, benchmark: str) -> list[str]:
+        """The benchmark's tasks among the report's targets."""
+        return [t for t in self.benchmark_tasks.get(benchmark, []) if any(
+            target == t for _, target in self.benchmark_samples.get(benchmark, {}))]
+
+    def overall(self, row: str, benchmark: str) -> float | None:
+        """The benchmark score over its tasks present (the unweighted mean of their scores, over seeds)."""
+        targets = self.benchmark_targets(benchmark)
+        values = [self.benchmark_samples[benchmark].get((row, t)) for t in targets]
+        return None if not targets or not all(values) else mean(mean(v) for v in values)
+
+    def overall_cell(self, row: str, benchmark: str) -> str:
+        overall, base = self.overall(row, benchmark), self.overall(self.baseline_of[row], benchmark)
+        if overall is None:
+            return "–"
+        change = "" if base is None or row == self.baseline_of[row] else f" ({overall - base:+.1f})"
+        return f"{overall:.1f}{change}"
 
     def cell(self, row: str, target: str) -> str:
         value = self.value(row, target)
@@ -128,15 +185,22 @@ class Table:
                  "Zero-shot score per target (mean over its languages; QA: (F1+EM)/2) of the best trial by English "
                  "validation; mean ± std over seeds where there are several; in brackets the difference from no "
                  "intermediate task, marked ≈ when smaller than the seed spread.", "",
-                 "| intermediate | " + " | ".join(self.targets) + " | XTREME score (these targets) |",
-                 "|---" * (len(self.targets) + 2) + "|"]
+                 "| intermediate | " + " | ".join(self.targets) + " | "
+                 + " | ".join(self._benchmark_header(name) for name in BENCHMARK_TITLES) + " |",
+                 "|---" * (len(self.targets) + 1 + len(BENCHMARK_TITLES)) + "|"]
         for row in self.rows:
-            overall, base = self.overall(row), self.overall(self.baseline_of[row])
-            change = "" if overall is None or base is None or row == self.baseline_of[row] else f" ({overall - base:+.1f})"
-            lines.append(f"| {row} | " + " | ".join(self.cell(row, t) for t in self.targets)
-                         + f" | {'–' if overall is None else f'{overall:.1f}'}{change} |")
+            lines.append(f"| {row} | " + " | ".join(self.cell(row, t) for t in self.targets) + " | "
+                         + " | ".join(self.overall_cell(row, name) for name in BENCHMARK_TITLES) + " |")
+        lines += ["", "Zero-shot: the mean over a target's languages other than English. XTREME / XTREME-R: each "
+                  "task's score over the benchmark's own language list, English included (QA: (F1+EM)/2), averaged "
+                  "over the benchmark's tasks among these targets; partial unless every task is there."]
         lines += self._languages(best, registry)
         return "\n".join(lines) + "\n"
+
+    def _benchmark_header(self, name: str) -> str:
+        present, total = len(self.benchmark_targets(name)), len(self.benchmark_tasks.get(name, []))
+        partial = "" if present == total else f" (partial: {present} of {total} tasks)"
+        return f"{BENCHMARK_TITLES[name]} score{partial}"
 
     def _languages(self, best, registry) -> list[str]:
         lines = []
@@ -165,6 +229,11 @@ class Table:
                         writer.writerow([row, target, self.value(row, target), self.spread(row, target),
                                          len(self.samples[(row, target)]), self.delta(row, target),
                                          self.within_noise(row, target)])
+                for name, title in BENCHMARK_TITLES.items():
+                    overall, base = self.overall(row, name), self.overall(self.baseline_of[row], name)
+                    if overall is not None:
+                        change = None if base is None or row == self.baseline_of[row] else overall - base
+                        writer.writerow([row, f"{title} score", overall, "", "", change, ""])
 
     def heatmap(self, path: Path) -> None:
         import matplotlib

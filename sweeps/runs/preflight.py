@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from datamodules.tasks import TaskSpec, get_task, load_registry
@@ -61,6 +61,8 @@ def check_run(config: RunConfig, training: bool = True) -> Prepared:
 
     registry = load_registry(config.data.tasks_files)
     task = get_task(config.task, registry)
+    if config.data.seqeval:
+        task = registry[task.name] = replace(task, seqeval=config.data.seqeval)
     for lang in config.data.languages:
         task.check_language(lang)
     _check_robustness(config.data, task, registry)

@@ -96,6 +96,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.runs.predictions import prediction_sink
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     uri = tracking_uri(config.tracking_uri)
@@ -122,7 +123,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         datamodule.setup("test")
         _log_data(run, prepared, datamodule)
         head = fmt.build_head(encoder, prepared.task, datamodule.labels)
-        module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id, config.train)
+        module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id, config.train,
+                            on_predictions=prediction_sink(run, prepared.task))
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
@@ -177,8 +179,9 @@ def _log_robustness(run, datamodule) -> None:
         run.log_dict({name: info["samples"] for name, info in datamodule.perturbed.items()}, "robustness/samples.json")
 
 
-def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
-    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`.
+def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = None) -> RunResult:
+    """Evaluate a saved checkpoint (folder, runs:/ or models:/ URI) on every language of `config.task`; with
+    `predictions_dir`, also write its XTREME submission files there (sweeps/reporting/submission.py).
 
     Retrieval tasks need no head: for them `checkpoint` may also be any encoder name (evaluated straight from it)."""
     import lightning as L
@@ -188,6 +191,7 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
     from sweeps.tracking.artifacts import CheckpointError, is_tracked, local_checkpoint
+    from sweeps.runs.predictions import prediction_sink
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     uri = tracking_uri(config.tracking_uri)
@@ -224,7 +228,8 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
         _log_robustness(run, datamodule)
-        module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id)
+        module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id,
+                            on_predictions=prediction_sink(run, prepared.task, predictions_dir))
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)
         trainer.test(module, datamodule=datamodule, verbose=False)
         run.log_dict(module.scores, "scores.json")
