@@ -42,10 +42,14 @@ class SentenceRegression(Format):
         loss = F.mse_loss(predicted, batch["score"])
         return StepOutput(loss, {} if head.training else {"predicted": cpu(predicted), "gold": cpu(batch["score"])})
 
-    def score(self, outputs, eval_set, labels):
-        predicted = torch.cat([o["predicted"] for o in outputs])
-        gold = torch.cat([o["gold"] for o in outputs])
-        return {"mse": float(((predicted - gold) ** 2).mean())}
+    def predict(self, outputs, eval_set, labels):
+        predicted = torch.cat([o["predicted"] for o in outputs]).tolist()
+        gold = torch.cat([o["gold"] for o in outputs]).tolist()
+        return [{"index": i, "input": text, "gold": g, "prediction": p, "correct": abs(g - p) < 0.5}
+                for i, (text, g, p) in enumerate(zip(eval_set.examples["text"], gold, predicted))]
+
+    def score_predictions(self, records, task, lang):
+        return {"mse": sum((r["prediction"] - r["gold"]) ** 2 for r in records) / len(records)}
 
 
 FORMAT = SentenceRegression()
@@ -90,3 +94,5 @@ def test_a_format_from_one_file_trains_and_is_scored(tmp_path, monkeypatch, tiny
     assert len(history) >= 4
     assert metrics["selection/score"] == min(history)  # lower is better: the best checkpoint is the lowest mse
     assert metrics["test/de/mse"] < 0.25 / 2  # far below always answering 0.5 (mse 0.25): it learned the rule
+    tables = [a.path for a in client.list_artifacts(run.info.run_id, "predictions/starts_with_dog/test")]
+    assert tables == ["predictions/starts_with_dog/test/de.parquet"]  # its predictions, like any format's

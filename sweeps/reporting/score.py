@@ -35,11 +35,10 @@ class Scored:
 
 
 def _data_path(gold: str | None) -> Path | None:
-    if gold is None:
-        return None
-    from sweeps.runs.run import FIXTURES
+    """A data folder named as --data-dir names one ('fixtures': the bundled fixtures)."""
+    from sweeps.config import DataConfig
 
-    return FIXTURES if gold == "fixtures" else Path(gold)
+    return DataConfig(data_dir=gold).data_path() if gold else None
 
 
 def _labels(task, data_path) -> list[str] | None:
