@@ -44,6 +44,15 @@ def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite in mlruns/)")
     group.add_argument("--experiment", default="xstilts")
     group.add_argument("--run-name")
+    _add_fault_options(group)
+
+
+def _add_fault_options(group) -> None:
+    group.add_argument("--tracking-timeout", type=float,
+                       help="seconds a tracking call may take, retries included, before it fails or the run goes to "
+                            "the spool (default: $XSTILTS_TRACKING_TIMEOUT, else 60)")
+    group.add_argument("--spool-dir", help="where a run waits when the tracking store is out of reach "
+                                           "(default: $XSTILTS_SPOOL, else <xstilts cache>/spool)")
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -99,16 +108,23 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     sweep.add_argument("--worker-index", type=int, default=0, help="distinct per worker across machines")
     sweep.add_argument("--tracking-uri")
+    _add_fault_options(sweep)
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
     promote.add_argument("task", nargs="?")
     promote.add_argument("--list", action="store_true", help="show each target's champion")
     promote.add_argument("--tracking-uri")
+    _add_fault_options(promote)
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
     report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
     report.add_argument("--tracking-uri")
+    _add_fault_options(report)
+
+    sync = commands.add_parser("sync", help="send runs spooled while the tracking store was out of reach")
+    sync.add_argument("--tracking-uri", help="only runs of this store (default: every spooled run, each to its own)")
+    _add_fault_options(sync)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -134,7 +150,8 @@ def _run_config(args):
                     "compile")
     train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
     return RunConfig(task=getattr(args, "task", ""), encoder=getattr(args, "encoder", "tiny-xlmr"), data=data,
-                     train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name)
+                     train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name,
+                     tracking_timeout=args.tracking_timeout, spool_dir=args.spool_dir)
 
 
 def cmd_tasks(args) -> None:
@@ -239,6 +256,17 @@ def cmd_report(args) -> None:
     print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
+def cmd_sync(args) -> None:
+    from sweeps.tracking.spool import spool_root, sync
+    from sweeps.tracking.store import tracking_uri
+
+    root = spool_root(args.spool_dir)
+    synced = sync(root, tracking_uri(args.tracking_uri) if args.tracking_uri else None)
+    for run in synced:
+        print(f"sent run {run.run_id}: {run.operations} operations, {run.status or 'still running: kept'}")
+    print(f"{len(synced)} spooled run(s) sent from {root}" if synced else f"nothing spooled in {root}")
+
+
 def cmd_ui(args) -> None:
     from sweeps.tracking.store import tracking_uri
     from sweeps.tracking.ui import start_server, wait_until_up
@@ -254,10 +282,13 @@ def cmd_ui(args) -> None:
 
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models}
+            "promote": cmd_promote, "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui, "models": cmd_models}
 # errors a user can fix: printed as one line, not a traceback
 USER_ERRORS = ("TaskError", "EncoderError", "FileNotFoundError", "E5ImportError", "ModuleNotFoundError",
                "ExperimentError")
+
+
+TRACKING_UNAVAILABLE = 3  # exit status: the tracking store was out of reach (what could not be sent is spooled)
 
 
 def quiet() -> None:
@@ -271,9 +302,19 @@ def quiet() -> None:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     quiet()
+    from sweeps.tracking import faults
+
+    faults.configure(getattr(args, "tracking_timeout", None))
+    if getattr(args, "spool_dir", None):
+        os.environ["XSTILTS_SPOOL"] = args.spool_dir  # sweep workers and every run of this command spool there
     try:
         COMMANDS[args.command](args)
     except Exception as error:
+        if faults.unreachable(error):
+            message = str(error) if isinstance(error, faults.TrackingUnavailable) else (
+                f"tracking store did not answer within {faults.timeout_seconds():.0f} s ({faults.first_line(error)})")
+            print(f"xstilts {args.command}: error: {message}", file=sys.stderr)
+            return TRACKING_UNAVAILABLE
         if type(error).__name__ not in USER_ERRORS and not isinstance(error, ValueError):
             raise
         print(f"xstilts {args.command}: error: {error}", file=sys.stderr)

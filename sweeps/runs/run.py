@@ -75,6 +75,8 @@ class RunConfig:
     run_name: str | None = None
     tags: dict = field(default_factory=dict)
     parent_run_id: str | None = None
+    tracking_timeout: float | None = None  # seconds per tracking call, retries included (default 60)
+    spool_dir: str | None = None  # where a run waits while the tracking store is out of reach
 
     def params(self) -> dict:
         flat = {"task": self.task, "encoder": self.encoder}
@@ -214,17 +216,19 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import OptimizerSettings, TaskModule
+    from sweeps.tracking import faults
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     prepared = prepare(config)
     fmt = get_format(prepared.task.format)
     uri = tracking_uri(config.tracking_uri)
+    faults.configure(config.tracking_timeout)
     tags = {"xstilts.command": "fit", "xstilts.task": prepared.task.name, "xstilts.encoder": config.encoder,
             "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed,
             "xstilts.train_language": prepared.train_task.train_language, **_metadata_tags(prepared.train_task),
             **config.tags}
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
-                     config.parent_run_id) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+                     config.parent_run_id, config.spool_dir) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         encoder, tokenizer = load_encoder(config.encoder)
@@ -303,6 +307,7 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.tracking import faults
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     folder = local_checkpoint(checkpoint, config.tracking_uri) if _names_checkpoint(checkpoint) else None
@@ -321,10 +326,11 @@ def evaluate(checkpoint: str, config: RunConfig) -> RunResult:
     fmt = get_format(prepared.task.format)
     labels = meta["labels"] if with_head else None
     uri = tracking_uri(config.tracking_uri)
+    faults.configure(config.tracking_timeout)
     tags = {"xstilts.command": "evaluate", "xstilts.task": prepared.task.name, "xstilts.checkpoint": checkpoint,
             "xstilts.checkpoint_run_id": (meta or {}).get("run_id", ""), **config.tags}
     with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags,
-                     config.parent_run_id) as run:
+                     config.parent_run_id, config.spool_dir) as run:
         run.log_params({**config.params(), "checkpoint": checkpoint})
         encoder, tokenizer = load_encoder(config.encoder)
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
