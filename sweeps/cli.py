@@ -77,6 +77,17 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tuning", default="full", choices=["full", "frozen_embeddings", "lora", "ia3"],
                        help="what trains besides the head (lora/ia3: peft adapters, merged into the checkpoint)")
     group.add_argument("--lora-rank", type=int, default=8)
+    _add_resume_options(group)
+
+
+def _add_resume_options(group) -> None:
+    group.add_argument("--checkpoint-every-steps", type=int,
+                       help="resumable checkpoint every N optimizer steps (default: $XSTILTS_CHECKPOINT_EVERY_STEPS)")
+    group.add_argument("--checkpoint-every-minutes", type=float,
+                       help="resumable checkpoint every M minutes (default: $XSTILTS_CHECKPOINT_EVERY_MINUTES, else "
+                            "30; 0: only on SIGTERM)")
+    group.add_argument("--checkpoint-dir", help="where resumable checkpoints are kept (default: "
+                                                "$XSTILTS_CHECKPOINT_DIR, else <xstilts cache>/resume)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--worker-index", type=int, default=0, help="distinct per worker across machines")
     sweep.add_argument("--tracking-uri")
     _add_fault_options(sweep)
+    _add_resume_options(sweep)
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
     promote.add_argument("task", nargs="?")
@@ -151,7 +163,10 @@ def _run_config(args):
     train = TrainConfig(**{f: getattr(args, f) for f in train_fields if hasattr(args, f)})
     return RunConfig(task=getattr(args, "task", ""), encoder=getattr(args, "encoder", "tiny-xlmr"), data=data,
                      train=train, tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name,
-                     tracking_timeout=args.tracking_timeout, spool_dir=args.spool_dir)
+                     tracking_timeout=args.tracking_timeout, spool_dir=args.spool_dir,
+                     checkpoint_every_steps=getattr(args, "checkpoint_every_steps", None),
+                     checkpoint_every_minutes=getattr(args, "checkpoint_every_minutes", None),
+                     checkpoint_dir=getattr(args, "checkpoint_dir", None))
 
 
 def cmd_tasks(args) -> None:
@@ -302,13 +317,26 @@ def quiet() -> None:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     quiet()
+    from sweeps.runs import preemption
     from sweeps.tracking import faults
 
     faults.configure(getattr(args, "tracking_timeout", None))
     if getattr(args, "spool_dir", None):
         os.environ["XSTILTS_SPOOL"] = args.spool_dir  # sweep workers and every run of this command spool there
+    for option, variable in (("checkpoint_every_steps", "XSTILTS_CHECKPOINT_EVERY_STEPS"),
+                             ("checkpoint_every_minutes", "XSTILTS_CHECKPOINT_EVERY_MINUTES"),
+                             ("checkpoint_dir", "XSTILTS_CHECKPOINT_DIR")):
+        if getattr(args, option, None) is not None:
+            os.environ[variable] = str(getattr(args, option))  # the sweep's phases and workers read them
+    preemption.handle_sigterm()
     try:
         COMMANDS[args.command](args)
+    except SystemExit as error:
+        if not preemption.preempted(error):
+            raise
+        print(f"xstilts {args.command}: stopped by SIGTERM; the run is marked KILLED with its resumable checkpoint: "
+              f"the same command continues from it", file=sys.stderr)
+        return preemption.PREEMPTED
     except Exception as error:
         if faults.unreachable(error):
             message = str(error) if isinstance(error, faults.TrackingUnavailable) else (

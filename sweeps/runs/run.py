@@ -77,6 +77,11 @@ class RunConfig:
     parent_run_id: str | None = None
     tracking_timeout: float | None = None  # seconds per tracking call, retries included (default 60)
     spool_dir: str | None = None  # where a run waits while the tracking store is out of reach
+    # resumable checkpoints (sweeps/runs/resume.py): every N optimizer steps and/or M minutes (default: 30 minutes;
+    # 0 turns one off), and where they are kept (default: <xstilts cache>/resume)
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
+    checkpoint_dir: str | None = None
 
     def params(self) -> dict:
         flat = {"task": self.task, "encoder": self.encoder}
@@ -157,7 +162,7 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
         batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
         max_eval_examples=data.max_eval_examples, labels=labels,
-        robustness=_robustness(data, prepared), group_by_length=data.group_by_length)
+        robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed)
 
 
 def _robustness(data: DataConfig, prepared: Prepared):
@@ -216,6 +221,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import OptimizerSettings, TaskModule
+    from sweeps.runs.preemption import preempted
+    from sweeps.runs.resume import Resume
     from sweeps.tracking import faults
     from sweeps.tracking.store import tracked_run, tracking_uri
 
@@ -248,10 +255,19 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
                         "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
                         "model.adapter_parameters": adapter_parameters(encoder)})
-        selection, best = _selection_callbacks(datamodule, Path(tmp), config.train.patience)
-        trainer = _trainer(config, run.lightning_logger(), [*selection, *callbacks],
+        resume = Resume(run, config.params(), config.train.seed, config.checkpoint_dir,
+                        config.checkpoint_every_steps, config.checkpoint_every_minutes)
+        selection, best = _selection_callbacks(datamodule, resume.selection_folder(), config.train.patience)
+        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
                            datamodule.selection_set is not None)
-        trainer.fit(module, datamodule=datamodule)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
+        except BaseException as error:
+            if preempted(error):
+                resume.interrupted(error)
+            else:
+                resume.folder.release()
+            raise
         selection_score = None
         if best is not None and best.best_model_path:
             module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
@@ -268,6 +284,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
                                                 f"{prepared.train_task.metric}")
         if selection_score is not None:
             run.log_metrics({"selection/score": selection_score})
+        resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
 
 
