@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import optuna
 from datamodules.tasks import load_registry
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
+from sweeps.runs.preemption import preempted
 from sweeps.runs.run import TrainConfig
 from sweeps.tracking.store import database_url, default_store, git_commit, tracking_uri
 
@@ -176,7 +178,10 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     data = final_evaluation_data(sweep.experiment.data_for(task), kind, task)
     monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
 
+    running: dict[str, int] = {}
+
     def objective(trial: optuna.Trial) -> float:
+        running["trial"] = trial.number
         train = suggest(trial, space, base)
         trial_tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.kind": "trial", "xstilts.study": name,
                       "xstilts.trial": trial.number, "xstilts.phase": kind, "xstilts.task": task,
@@ -199,13 +204,14 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
 
     mark_abandoned_runs(study, sweep)
     budget = TrialBudget(sweep.experiment.trials)
-    if budget.left(study) > 0:
-        study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
-    wait_for_other_workers(study)
-    retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if retries:  # trials of a killed worker, queued again by the storage's RetryFailedTrialCallback
-        study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
+    with retried_if_preempted(study, running):
+        if budget.left(study) > 0:
+            study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
         wait_for_other_workers(study)
+        retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if retries:  # trials of a killed or preempted worker, queued again
+            study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
+            wait_for_other_workers(study)
     mark_abandoned_runs(study, sweep)
     log_study_plots(study, sweep)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -218,6 +224,23 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     result = RunResult(best.user_attrs["phase_run_id"], {})
     return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
                        data, sweep.uri)
+
+
+@contextmanager
+def retried_if_preempted(study: optuna.Study, running: dict[str, int]):
+    """A trial stopped by SIGTERM (its fit saved a resumable checkpoint) is failed and queued again at once, as the
+    storage's heartbeat does for a killed worker's after its grace period; the retry continues from the checkpoint."""
+    try:
+        yield
+    except SystemExit as error:
+        number = running.get("trial")
+        if preempted(error) and number is not None:
+            trial = study.get_trials(deepcopy=False)[number]
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study.get_trials(deepcopy=False)[number])
+                log.warning("trial %d of %s stopped by SIGTERM: queued again", number, study.study_name)
+        raise
 
 
 def wait_for_other_workers(study: optuna.Study) -> None:
@@ -278,7 +301,8 @@ def run_sweep(path: str | Experiment, storage: str | None = None, uri: str | Non
             for seed in experiment.seeds:
                 run_pipeline(Sweep(experiment, uri, storage_backend, parent, deadline, worker, encoder, seed))
     except BaseException:
-        client.set_terminated(parent, "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        stopped = isinstance(sys.exc_info()[1], KeyboardInterrupt | SystemExit)  # Ctrl-C, SIGTERM
+        client.set_terminated(parent, "KILLED" if stopped else "FAILED")
         raise
     client.set_terminated(parent, "FINISHED")
     return parent
