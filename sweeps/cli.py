@@ -283,17 +283,20 @@ def cmd_sync(args) -> None:
 
 
 def cmd_ui(args) -> None:
+    from sweeps.children import stop_group
     from sweeps.tracking.store import tracking_uri
     from sweeps.tracking.ui import start_server, wait_until_up
 
     address = f"http://127.0.0.1:{args.port}"
     server = start_server(tracking_uri(args.tracking_uri), args.port)
-    wait_until_up(address, server)
-    print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
     try:
+        wait_until_up(address, server)
+        print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
         server.wait()
     except KeyboardInterrupt:
-        server.terminate()
+        pass
+    finally:  # done, Ctrl-C or SIGTERM: the server and its workers go too
+        stop_group(server)
 
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
@@ -334,8 +337,9 @@ def main(argv=None) -> int:
     except SystemExit as error:
         if not preemption.preempted(error):
             raise
-        print(f"xstilts {args.command}: stopped by SIGTERM; the run is marked KILLED with its resumable checkpoint: "
-              f"the same command continues from it", file=sys.stderr)
+        if args.command in ("fit", "sweep"):
+            print(f"xstilts {args.command}: stopped by SIGTERM; the run is marked KILLED with its resumable "
+                  f"checkpoint: the same command continues from it", file=sys.stderr)
         return preemption.PREEMPTED
     except Exception as error:
         if faults.unreachable(error):

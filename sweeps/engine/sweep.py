@@ -11,6 +11,8 @@ MLflow tree: one parent run per sweep -> one run per trial -> the phase run it t
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ from sweeps.tracking.store import database_url, default_store, git_commit, track
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
+WORKER_GRACE_SECONDS = 120  # a SIGTERMed worker's time to save its checkpoint and end its runs
 GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # what fills a study's trial budget: finished trials, and those a worker runs now or will run (a killed worker's
@@ -238,7 +241,8 @@ def retried_if_preempted(study: optuna.Study, running: dict[str, int]):
             trial = study.get_trials(deepcopy=False)[number]
             if trial.state == optuna.trial.TrialState.RUNNING:
                 study.tell(number, state=optuna.trial.TrialState.FAIL)
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study.get_trials(deepcopy=False)[number])
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+                retry(study, study.get_trials(deepcopy=False)[number])
                 log.warning("trial %d of %s stopped by SIGTERM: queued again", number, study.study_name)
         raise
 
@@ -335,10 +339,19 @@ def launch_workers(path: str, workers: int, storage: str | None, uri: str | None
     # migrations take seconds on PostgreSQL)
     rdb_storage(storage)
     mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    from sweeps.children import start_group, stop_group
+
     command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(path)), "--workers", "1"]
     command += ["--storage", storage, "--tracking-uri", uri]
     processes = []
-    for index in range(workers):
-        processes.append(subprocess.Popen(command + ["--worker-index", str(index)]))
-        time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
-    return max(p.wait() for p in processes)
+    try:
+        for index in range(workers):
+            processes.append(start_group(command + ["--worker-index", str(index)]))
+            time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
+        return max(p.wait() for p in processes)
+    finally:  # stopped (Ctrl-C, SIGTERM) or done: each worker saves its checkpoint and ends, its children with it
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            stop_group(process, grace=WORKER_GRACE_SECONDS)

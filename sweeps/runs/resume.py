@@ -8,11 +8,13 @@ and the global random generators are seeded from (seed, epoch, batch) before eve
 of each batch does not depend on what ran before it in the process. (A masked-LM batch's masking happens when the
 batch is collated, before that: a resumed MLM phase masks its first batch differently.)
 
-SIGTERM: Lightning's handler stops training after the current batch; this module's callback then saves a checkpoint
-and the run ends KILLED, tagged `xstilts.interrupted`, with the checkpoint also uploaded as the run's `resume/`
-artifact; the command exits with status 143 (preemption.PREEMPTED), which a sweep's retry and schedulers take for a preemption.
-Outside a fit (loading data, evaluating), SIGTERM raises `preemption.Terminated` (also status 143) so the run is still ended.
-SIGKILL loses the steps since the last periodic checkpoint.
+SIGTERM: Lightning's handler stops training after the current batch (and a validation due then); this module's
+callback saves a checkpoint there, and the run ends KILLED, tagged `xstilts.interrupted`, with the checkpoint also
+uploaded as the run's `resume/` artifact; the command exits with status 143 (preemption.PREEMPTED), which a sweep's
+retry and schedulers take for a preemption. Outside a fit (loading data, evaluating), SIGTERM raises
+`preemption.Terminated` (also 143), so the run is still ended. A SIGTERM inside a validation, or right after an
+epoch's last batch and its validation, keeps the last periodic checkpoint. SIGKILL loses the steps since the last
+periodic checkpoint.
 """
 
 from __future__ import annotations

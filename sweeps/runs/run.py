@@ -235,7 +235,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             "xstilts.train_language": prepared.train_task.train_language, **_metadata_tags(prepared.train_task),
             **config.tags}
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
-                     config.parent_run_id, config.spool_dir) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+                     config.parent_run_id, config.spool_dir) as run, \
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
         L.seed_everything(config.train.seed, workers=True, verbose=False)
         encoder, tokenizer = load_encoder(config.encoder)

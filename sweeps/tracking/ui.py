@@ -11,10 +11,13 @@ import urllib.request
 
 
 def start_server(uri: str, port: int, host: str = "127.0.0.1") -> subprocess.Popen:
+    """The server in a process group of its own (its uvicorn workers too): stop it with sweeps.children.stop_group."""
+    from sweeps.children import start_group
+
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
                "--port", str(port), "--workers", "1"]
     environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return start_group(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def wait_until_up(address: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
