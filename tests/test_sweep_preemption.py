@@ -91,3 +91,36 @@ def test_sigterm_mid_trial_queues_the_trial_again_and_the_retry_resumes(tmp_path
     assert [t.state for t in target.trials] == [optuna.trial.TrialState.COMPLETE]
     assert not [r for r in client.search_runs([killed.info.experiment_id]) if r.info.status == "RUNNING"]
     assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_sigterm_to_the_launcher_stops_every_worker(tmp_path):
+    """`xstilts sweep --workers 2` stopped by its process id: it passes SIGTERM on to its workers (each saves its
+    checkpoint and ends its runs) and none of the processes it started is left."""
+    from servers import alive, descendants
+
+    path = tmp_path / "preempted.yaml"
+    path.write_text(EXPERIMENT)
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    client = mlflow.MlflowClient(uri)
+    launcher = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "sweep", str(path), "--workers", "2",
+                                 "--storage", storage, "--tracking-uri", uri, "--checkpoint-dir",
+                                 str(tmp_path / "checkpoints")], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not [r for r in phase_runs(client) if steps(client, r.info.run_id)]:
+            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+            assert time.time() < deadline
+            time.sleep(0.2)
+        children = descendants(launcher.pid)
+        assert len(children) >= 2
+        launcher.send_signal(signal.SIGTERM)
+        out, err = launcher.communicate(timeout=300)
+        assert launcher.returncode == 143, err[-3000:]
+        assert not [pid for pid in children if alive(pid)]
+        assert not [r for r in client.search_runs([client.get_experiment_by_name("preempted").experiment_id])
+                    if r.info.status == "RUNNING" and r.data.tags.get("xstilts.kind") != "sweep"]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
