@@ -55,7 +55,9 @@ class TaskDataModule(L.LightningDataModule):
                  cache_root: Path | None = None, labels: list[str] | None = None,
                  robustness: Robustness = Robustness(), group_by_length: bool = False, seed: int | None = None):
         super().__init__()
-        self.seed = seed  # of the training order (each epoch's from (seed, epoch)); None: from the global generator
+        # the training order's seed: each epoch's order from (seed, epoch), and the loader's position resumable;
+        # None: shuffled from the global generator, not resumable mid-epoch
+        self.seed = seed
         self.task, self.fmt, self.tokenizer = task, fmt, tokenizer
         self.train_task = train_task or task
         self.data_dir = Path(data_dir) if data_dir else None
@@ -221,17 +223,17 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         collate = self.fmt.collator(self.tokenizer, self.settings, training=True)
-        if self.streaming:  # a stream has no position to resume from
-            return DataLoader(self.train_features, batch_size=self.batch_size, collate_fn=collate,
-                              **self._loader_options(persistent=True))
-        seed = int(torch.randint(2 ** 31, ())) if self.seed is None else self.seed
         if self.group_by_length:
             sampler = LengthGroupedBatches(feature_lengths(self.train_features, self.fmt.length_column),
-                                           self.batch_size, seed=seed)
-        else:
-            sampler = ShuffledBatches(len(self.train_features), self.batch_size, seed)
-        return ResumableLoader(self.train_features, sampler, collate_fn=collate,
-                               **self._loader_options(persistent=True))
+                                           self.batch_size, seed=self.seed)
+            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
+                                   **self._loader_options(persistent=True))
+        if self.seed is not None and not self.streaming:  # a stream has no position to resume from
+            sampler = ShuffledBatches(len(self.train_features), self.batch_size, self.seed)
+            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
+                                   **self._loader_options(persistent=True))
+        return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
+                          collate_fn=collate, **self._loader_options(persistent=True))
 
     def _eval_loader(self, eval_set: EvalSet, persistent: bool = False):
         return DataLoader(eval_set.features, batch_size=self.eval_batch_size, shuffle=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,14 +90,18 @@ class Run:
         self.offline: str | None = None  # why the store is out of reach, once it is
         self.spool = None
         self._background = None  # the thread that sends Lightning's metrics
+        self._offline_lock = threading.Lock()
 
     def _go_offline(self, error: BaseException) -> None:
         from sweeps.tracking.faults import first_line
         from sweeps.tracking.spool import Spool, spool_root
 
-        if self.offline is None:
-            self.offline = f"{self.uri} unreachable at {time.strftime('%H:%M:%S')} ({first_line(error)})"
-            self.spool = Spool(spool_root(self.spool_dir), self.uri, self.run_id, self.offline)
+        with self._offline_lock:  # the metrics thread and the main thread may both find the store gone
+            if self.offline is not None:
+                return
+            reason = f"{self.uri} unreachable at {time.strftime('%H:%M:%S')} ({first_line(error)})"
+            self.spool = Spool(spool_root(self.spool_dir), self.uri, self.run_id, reason)
+            self.offline = reason  # set last: a thread that sees it finds the spool ready
             log.warning("tracking store %s; run %s continues into %s", self.offline, self.run_id, self.spool.folder)
 
     def _send(self, op: dict, call) -> None:
