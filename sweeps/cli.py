@@ -343,8 +343,10 @@ def main(argv=None) -> int:
         return preemption.PREEMPTED
     except Exception as error:
         if faults.unreachable(error):
+            uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI", "")
             message = str(error) if isinstance(error, faults.TrackingUnavailable) else (
-                f"tracking store did not answer within {faults.timeout_seconds():.0f} s ({faults.first_line(error)})")
+                f"tracking store {uri} did not answer within {faults.timeout_seconds():.0f} s "
+                f"({faults.first_line(error)})".replace("store  did", "store did"))
             print(f"xstilts {args.command}: error: {message}", file=sys.stderr)
             return TRACKING_UNAVAILABLE
         if type(error).__name__ not in USER_ERRORS and not isinstance(error, ValueError):
