@@ -344,7 +344,8 @@ def main(argv=None) -> int:
     except Exception as error:
         if faults.unreachable(error):
             uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI", "")
-            message = str(error) if isinstance(error, faults.TrackingUnavailable) else (
+            known = faults.unavailable_in(error)
+            message = str(known) if known is not None else (
                 f"tracking store {uri} did not answer within {faults.timeout_seconds():.0f} s "
                 f"({faults.first_line(error)})".replace("store  did", "store did"))
             print(f"xstilts {args.command}: error: {message}", file=sys.stderr)

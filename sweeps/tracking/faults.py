@@ -70,6 +70,16 @@ def unreachable(error: BaseException) -> bool:
     return False
 
 
+def unavailable_in(error: BaseException) -> TrackingUnavailable | None:
+    """The TrackingUnavailable that `error` is or wraps (a phase run's, passed on by its trial run), if any."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, TrackingUnavailable):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def first_line(error: BaseException, limit: int = 160) -> str:
     """The gist of a connection error, short enough for one line."""
     text = " ".join(str(error).split())
