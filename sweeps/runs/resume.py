@@ -227,7 +227,8 @@ class Resume:
                  every_steps: int | None = None, every_minutes: float | None = None):
         self.run = run
         self.folder = ResumeFolder(checkpoint_root(checkpoint_dir), resume_key(params))
-        if self.folder.state() is None and run.offline is None:
+        reachable = getattr(run, "client", None) is not None and getattr(run, "offline", None) is None
+        if self.folder.state() is None and reachable:  # (a benchmark's run that records nothing has no store)
             try:
                 self.folder.fetch(run.client, [run.client.get_run(run.run_id).info.experiment_id])
             except Exception as error:  # noqa: BLE001 - without it the fit starts from step 0, as it would anyway
@@ -251,7 +252,7 @@ class Resume:
     def selection_folder(self) -> Path:
         return self.folder.folder
 
-    def interrupted(self, error: BaseException) -> None:
+    def interrupted(self) -> None:
         """After a SIGTERM: tag the run, and upload the checkpoint for a retry on another machine."""
         state = self.folder.state()
         tags = {"xstilts.interrupted": "SIGTERM"}

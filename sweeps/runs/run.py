@@ -265,7 +265,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
         except BaseException as error:
             if preempted(error):
-                resume.interrupted(error)
+                resume.interrupted()
             else:
                 resume.folder.release()
             raise
