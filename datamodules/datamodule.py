@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.resumable import ResumableLoader, ShuffledBatches
 from datamodules.pools import is_pool, limit_sources, with_calibration
 from datamodules.sources import MissingData, collect_labels, load_split, split_key
 from datamodules.tasks import TaskError, TaskSpec
@@ -55,8 +56,11 @@ class TaskDataModule(L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0, streaming: bool = False,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  cache_root: Path | None = None, labels: list[str] | None = None,
-                 robustness: Robustness = Robustness(), group_by_length: bool = False):
+                 robustness: Robustness = Robustness(), group_by_length: bool = False, seed: int | None = None):
         super().__init__()
+        # the training order's seed: each epoch's order from (seed, epoch), and the loader's position resumable;
+        # None: shuffled from the global generator, not resumable mid-epoch
+        self.seed = seed
         self.task, self.fmt, self.tokenizer = task, fmt, tokenizer
         self.train_task = train_task or task
         self.data_dir = Path(data_dir) if data_dir else None
@@ -256,9 +260,13 @@ class TaskDataModule(L.LightningDataModule):
         collate = self.fmt.collator(self.tokenizer, self.settings, training=True)
         if self.group_by_length:
             sampler = LengthGroupedBatches(feature_lengths(self.train_features, self.fmt.length_column),
-                                           self.batch_size)
-            return DataLoader(self.train_features, batch_sampler=sampler, collate_fn=collate,
-                              **self._loader_options(persistent=True))
+                                           self.batch_size, seed=self.seed)
+            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
+                                   **self._loader_options(persistent=True))
+        if self.seed is not None and not self.streaming:  # a stream has no position to resume from
+            sampler = ShuffledBatches(len(self.train_features), self.batch_size, self.seed)
+            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
+                                   **self._loader_options(persistent=True))
         return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
                           collate_fn=collate, **self._loader_options(persistent=True))
 
@@ -309,21 +317,25 @@ class LengthGroupedBatches:
     of `mega_batches` batches, sorts each mega-batch by length and cuts it into batches, and shuffles the batches.
     Every example is used once per epoch; each batch still comes from a random part of the data."""
 
-    def __init__(self, lengths: list[int], batch_size: int, mega_batches: int = 50):
+    def __init__(self, lengths: list[int], batch_size: int, mega_batches: int = 50, seed: int | None = None):
         self.lengths, self.batch_size, self.mega = lengths, batch_size, batch_size * mega_batches
-        self.seed = int(torch.randint(2 ** 31, ()))  # from the global generator (seed_everything)
-        self.epoch = 0
+        # default: from the global generator (seed_everything)
+        self.seed = int(torch.randint(2 ** 31, ())) if seed is None else seed
+        self.epoch, self.skip = 0, 0  # the next epoch, and the batches of it already trained on (resumed fits)
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+    def batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         batches = []
         for start in range(0, len(order), self.mega):
             group = sorted(order[start: start + self.mega], key=self.lengths.__getitem__, reverse=True)
             batches += [group[i: i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
+        return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def __iter__(self):
+        epoch, skip = self.epoch, self.skip
+        self.epoch, self.skip = epoch + 1, 0
+        yield from self.batches(epoch)[skip:]

@@ -21,7 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     from sweeps.config.flags import add_flags
-    from sweeps.config.schema import DataConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+    from sweeps.config.schema import DataConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
 
     root = OneLineParser(prog="xstilts", description="Cross-lingual intermediate-task training "
                                    "(X-STILTs) on XTREME, tracked in MLflow.")
@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="run or resume the Optuna sweep of an experiment file")
     sweep.add_argument("experiment_file")
     add_flags(sweep, SweepConfig, "sweep")
+    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir"))
+    add_flags(sweep, ResumeConfig, "preemption")
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
     promote.add_argument("task", nargs="?")
@@ -58,12 +60,12 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--predictions", metavar="DIR",
                          help="also write the champion's XTREME submission files into DIR (with --list: every "
                               "champion's)")
-    add_flags(promote, TrackingConfig, "tracking", only=("tracking_uri",))
+    add_flags(promote, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout", "spool_dir"))
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
     report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
-    add_flags(report, TrackingConfig, "tracking", only=("tracking_uri",))
+    add_flags(report, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout", "spool_dir"))
 
     score = commands.add_parser("score", help="score a folder of predictions (a run's tables or XTREME submission "
                                               "files) per task and language, and the XTREME / XTREME-R scores")
@@ -83,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
     add_flags(compare, DataConfig, "data", only=("tasks_files",))
     add_flags(compare, TrackingConfig, "tracking", only=("tracking_uri",))
 
+    sync = commands.add_parser("sync", help="send runs spooled while the tracking store was out of reach")
+    sync.add_argument("--tracking-uri", help="only runs of this store (default: every spooled run, each to its own)")
+    add_flags(sync, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir"))
+
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     add_flags(ui, TrackingConfig, "tracking", only=("tracking_uri",))
@@ -95,12 +101,11 @@ def parser() -> argparse.ArgumentParser:
 def _run_config(args):
     """The run's configuration from the flags, validated by the schema (sweeps/config/schema.py)."""
     from sweeps.config.flags import from_flags
-    from sweeps.config.schema import DataConfig, RunConfig, TrackingConfig, TrainConfig
+    from sweeps.config.schema import DataConfig, ResumeConfig, RunConfig, TrackingConfig, TrainConfig
 
-    tracking = from_flags(args, TrackingConfig)
     return RunConfig(task=getattr(args, "task", "") or "", encoder=getattr(args, "encoder", "tiny-xlmr"),
                      data=from_flags(args, DataConfig), train=from_flags(args, TrainConfig),
-                     **tracking.model_dump())
+                     **from_flags(args, TrackingConfig).model_dump(), **from_flags(args, ResumeConfig).model_dump())
 
 
 def _tracking_uri(args) -> str:
@@ -273,22 +278,39 @@ def cmd_compare(args) -> None:
     print(f"\nall disagreements: MLflow run {log(results, run_a, run_b, uri, experiment)} (compare/…)")
 
 
+def cmd_sync(args) -> None:
+    from sweeps.tracking.spool import spool_root, sync
+    from sweeps.tracking.store import tracking_uri
+
+    root = spool_root(getattr(args, "spool_dir", None))
+    synced = sync(root, tracking_uri(args.tracking_uri) if args.tracking_uri else None)
+    for run in synced:
+        print(f"sent run {run.run_id}: {run.operations} operations, {run.status or 'still running: kept'}")
+    print(f"{len(synced)} spooled run(s) sent from {root}" if synced else f"nothing spooled in {root}")
+
+
 def cmd_ui(args) -> None:
+    from sweeps.children import stop_group
     from sweeps.tracking.ui import start_server, wait_until_up
 
     address = f"http://127.0.0.1:{args.port}"
     server = start_server(_tracking_uri(args), args.port)
-    wait_until_up(address, server)
-    print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
     try:
+        wait_until_up(address, server)
+        print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
         server.wait()
     except KeyboardInterrupt:
-        server.terminate()
+        pass
+    finally:  # done, Ctrl-C or SIGTERM: the server and its workers go too
+        stop_group(server)
 
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-            "promote": cmd_promote, "report": cmd_report, "ui": cmd_ui, "models": cmd_models, "score": cmd_score,
-            "compare": cmd_compare}
+            "promote": cmd_promote, "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui, "models": cmd_models,
+            "score": cmd_score, "compare": cmd_compare}
+
+
+TRACKING_UNAVAILABLE = 3  # exit status: the tracking store was out of reach (what could not be sent is spooled)
 
 
 def quiet() -> None:
@@ -313,16 +335,58 @@ def main(argv=None) -> int:
     except SystemExit as stop:  # a usage error (one line, exit 2) or --help (exit 0)
         return stop.code
     quiet()
+    from sweeps.runs import preemption
+    from sweeps.tracking import faults
+
+    preemption.handle_sigterm()
     try:
+        settings_to_environment(args)
         COMMANDS[args.command](args)
+    except SystemExit as error:
+        if not preemption.preempted(error):
+            raise
+        if args.command in ("fit", "sweep"):
+            print(f"xstilts {args.command}: stopped by SIGTERM; the run is marked KILLED with its resumable "
+                  f"checkpoint: the same command continues from it", file=sys.stderr)
+        return preemption.PREEMPTED
     except Exception as error:
         if os.environ.get("XSTILTS_DEBUG") == "1":
             traceback.print_exc()
+        if faults.unreachable(error):
+            known = faults.unavailable_in(error)
+            uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI", "")
+            message = str(known) if known is not None else (
+                f"tracking store {uri} did not answer within {faults.timeout_seconds():.0f} s "
+                f"({faults.first_line(error)})")
+            print(f"xstilts {args.command}: error: {redact(message)}", file=sys.stderr)
+            return TRACKING_UNAVAILABLE
         print(f"xstilts {args.command}: error: {one_line(error)}", file=sys.stderr)
         from sweeps.tracking.store import RunFailed
 
         return 1 if isinstance(error, RunFailed) or not isinstance(error, INPUT_ERRORS) else 2
     return 0
+
+
+RESUME_ENVIRONMENT = {"checkpoint_every_steps": "XSTILTS_CHECKPOINT_EVERY_STEPS",
+                      "checkpoint_every_minutes": "XSTILTS_CHECKPOINT_EVERY_MINUTES",
+                      "checkpoint_dir": "XSTILTS_CHECKPOINT_DIR"}
+
+
+def settings_to_environment(args) -> None:
+    """Fault and resume settings reach every run of the command, sweep workers and phases included, through the
+    environment."""
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import ResumeConfig, TrackingConfig
+    from sweeps.tracking import faults
+
+    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir"))
+    faults.configure(tracking.tracking_timeout)
+    if tracking.spool_dir:
+        os.environ["XSTILTS_SPOOL"] = tracking.spool_dir
+    resume = from_flags(args, ResumeConfig)
+    for name, variable in RESUME_ENVIRONMENT.items():
+        if getattr(resume, name) is not None:
+            os.environ[variable] = str(getattr(resume, name))
 
 
 # what a user's input causes before anything starts: bad settings, tasks, data, encoders, files

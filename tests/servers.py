@@ -157,3 +157,89 @@ def postgres_server():
         yield server.start()
     finally:
         server.stop()
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (its own process group: its workers go with it), against a sqlite store and
+    an artifact folder that outlive it, so that it can be killed and started again on the same port."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder, self.port = Path(folder), port or free_port()
+        self.process: subprocess.Popen | None = None
+        self.address = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> "MlflowServer":
+        import sys
+        import urllib.request
+
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                   f"sqlite:///{self.folder / 'server.db'}", "--artifacts-destination", str(self.folder / "artifacts"),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.log = (self.folder / "server.log").open("a")
+        self.process = subprocess.Popen(command, cwd=self.folder, env=environment, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.process.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.address}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"mlflow server did not start in {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (a crash: nothing is flushed or answered)."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+            self.process = None
+            deadline = time.time() + 30
+            while port_open(self.port) and time.time() < deadline:
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_group(self.process, grace=10)
+            self.process = None
+
+
+@contextmanager
+def mlflow_server(folder: Path):
+    server = MlflowServer(folder)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        server.kill()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, ended but not yet reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

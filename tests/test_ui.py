@@ -1,9 +1,11 @@
 """`xstilts ui` starts a real `mlflow server` on 127.0.0.1 against a store, prints its address, and serves the store's
 runs over MLflow's REST API; a run tracked through it stores its checkpoint in the server's artifact store;
-terminating its process group stops the server too."""
+terminating its process group stops the server too, and so does stopping the `xstilts ui` process alone (SIGTERM,
+SIGINT): none of the processes it started is left."""
 
 import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -13,7 +15,7 @@ import urllib.request
 import mlflow
 import pytest
 
-from servers import free_port, port_open, stop_group
+from servers import alive, descendants, free_port, port_open, stop_group
 from sweeps.cli import main
 from sweeps.tracking.store import tracked_run
 
@@ -92,3 +94,24 @@ def test_ui_serves_the_store_over_the_rest_api(tmp_path):
     while port_open(port) and time.time() < deadline:  # nothing of the server is left listening
         time.sleep(0.5)
     assert not port_open(port)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_stopping_ui_by_its_pid_stops_the_server_and_its_workers(tmp_path, how):
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_address(lines_of(ui.stdout), timeout=120)
+        children = descendants(ui.pid)
+        assert len(children) >= 2  # mlflow server and its uvicorn worker(s)
+        ui.send_signal(how)  # the ui process alone, by its pid
+        ui.wait(timeout=60)
+        deadline = time.time() + 30
+        while any(alive(pid) for pid in children) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if alive(pid)]
+        assert not port_open(port)
+    finally:
+        stop_group(ui)

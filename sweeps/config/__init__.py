@@ -2,6 +2,6 @@
 one-line validation errors (errors.py) and credentials kept out of command lines and output (secrets.py)."""
 
 from sweeps.config.errors import ConfigError
-from sweeps.config.schema import DataConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+from sweeps.config.schema import DataConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
 
-__all__ = ["ConfigError", "DataConfig", "RunConfig", "SweepConfig", "TrackingConfig", "TrainConfig"]
+__all__ = ["ConfigError", "DataConfig", "ResumeConfig", "RunConfig", "SweepConfig", "TrackingConfig", "TrainConfig"]

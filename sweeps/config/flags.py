@@ -51,11 +51,11 @@ def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def given(args: argparse.Namespace, model: type[BaseModel]) -> dict:
-    """The values the user gave for fields of `model`, lists split at commas."""
+def given(args: argparse.Namespace, model: type[BaseModel], only=None) -> dict:
+    """The values the user gave for fields of `model` (or those in `only`), lists split at commas."""
     values = {}
     for name, field in model.model_fields.items():
-        if not hasattr(args, name):
+        if not hasattr(args, name) or only is not None and name not in only:
             continue
         value = getattr(args, name)
         if _is_list(field) and isinstance(value, str):
@@ -64,14 +64,14 @@ def given(args: argparse.Namespace, model: type[BaseModel]) -> dict:
     return values
 
 
-def from_flags(args: argparse.Namespace, model: type[BaseModel], extra: dict | None = None):
-    """`model` validated from the given flags; an error names the flag as the user typed it."""
+def from_flags(args: argparse.Namespace, model: type[BaseModel], extra: dict | None = None, only=None):
+    """`model` validated from the given flags (or those in `only`); an error names the flag as the user typed it."""
     fields = model.model_fields
 
     def where(loc: tuple) -> str:
         return option(loc[0], fields[loc[0]]) if loc and loc[0] in fields else ".".join(loc)
 
-    return validate(model, {**given(args, model), **(extra or {})}, where)
+    return validate(model, {**given(args, model, only), **(extra or {})}, where)
 
 
 def numbers_as_values(argv: list[str]) -> list[str]:

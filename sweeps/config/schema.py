@@ -118,11 +118,28 @@ class TrackingConfig(Settings):
                                                        "(default: $MLFLOW_TRACKING_URI, else sqlite in mlruns/)")
     experiment: str = Field("xstilts", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name")
+    tracking_timeout: float | None = Field(None, gt=0, le=3600, description="seconds a tracking call may take, "
+                                           "retries included, before it fails or the run goes to the spool "
+                                           "(default: $XSTILTS_TRACKING_TIMEOUT, else 60)")
+    spool_dir: str | None = Field(None, description="where a run waits while the tracking store is out of reach "
+                                                    "(default: $XSTILTS_SPOOL, else <xstilts cache>/spool)")
 
     @field_validator("experiment")
     @classmethod
     def _safe_experiment(cls, value: str) -> str:
         return safe_name(value, "experiment")
+
+
+class ResumeConfig(Settings):
+    """Resumable checkpoints (sweeps/runs/resume.py): a preempted or killed run continues from the last one."""
+
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="resumable checkpoint every N optimizer "
+                                               "steps (default: $XSTILTS_CHECKPOINT_EVERY_STEPS)")
+    checkpoint_every_minutes: float | None = Field(None, ge=0, description="resumable checkpoint every M minutes "
+                                                   "(default: $XSTILTS_CHECKPOINT_EVERY_MINUTES, else 30; 0: only "
+                                                   "on SIGTERM)")
+    checkpoint_dir: str | None = Field(None, description="where resumable checkpoints are kept (default: "
+                                                         "$XSTILTS_CHECKPOINT_DIR, else <xstilts cache>/resume)")
 
 
 class SweepConfig(Settings):
@@ -149,6 +166,13 @@ class RunConfig(Settings):
     run_name: str | None = None
     tags: dict = {}
     parent_run_id: str | None = None
+    # faults and preemption: TrackingConfig's and ResumeConfig's (not TrainConfig's: they do not change what a
+    # phase trains, so they are no part of its key)
+    tracking_timeout: float | None = None
+    spool_dir: str | None = None
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
+    checkpoint_dir: str | None = None
 
     @field_validator("experiment")
     @classmethod

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,10 +30,12 @@ from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.config import SweepConfig, TrainConfig
 from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
+from sweeps.runs.preemption import preempted
 from sweeps.tracking.store import database_url, default_store, git_commit, tracking_uri
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
+WORKER_GRACE_SECONDS = 120  # a SIGTERMed worker's time to save its checkpoint and end its runs
 GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # what fills a study's trial budget: finished trials, and those a worker runs now or will run (a killed worker's
@@ -179,7 +183,10 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     data = final_evaluation_data(sweep.experiment.data_for(task), kind, task)
     monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
 
+    running: dict[str, int] = {}
+
     def objective(trial: optuna.Trial) -> float:
+        running["trial"] = trial.number
         train = suggest(trial, space, base)
         trial_tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.kind": "trial", "xstilts.study": name,
                       "xstilts.trial": trial.number, "xstilts.phase": kind, "xstilts.task": task,
@@ -202,13 +209,14 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
 
     mark_abandoned_runs(study, sweep)
     budget = TrialBudget(sweep.experiment.trials)
-    if budget.left(study) > 0:
-        study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
-    wait_for_other_workers(study)
-    retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if retries:  # trials of a killed worker, queued again by the storage's RetryHeartbeatStaleTrialCallback
-        study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
+    with retried_if_preempted(study, running):
+        if budget.left(study) > 0:
+            study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
         wait_for_other_workers(study)
+        retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if retries:  # trials of a killed or preempted worker, queued again
+            study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
+            wait_for_other_workers(study)
     mark_abandoned_runs(study, sweep)
     log_study_plots(study, sweep)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -221,6 +229,24 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
     result = RunResult(best.user_attrs["phase_run_id"], {})
     return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
                        data, sweep.uri)
+
+
+@contextmanager
+def retried_if_preempted(study: optuna.Study, running: dict[str, int]):
+    """A trial stopped by SIGTERM (its fit saved a resumable checkpoint) is failed and queued again at once, as the
+    storage's heartbeat does for a killed worker's after its grace period; the retry continues from the checkpoint."""
+    try:
+        yield
+    except SystemExit as error:
+        number = running.get("trial")
+        if preempted(error) and number is not None:
+            trial = study.get_trials(deepcopy=False)[number]
+            if trial.state == optuna.trial.TrialState.RUNNING:
+                study.tell(number, state=optuna.trial.TrialState.FAIL)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+                retry(study, study.get_trials(deepcopy=False)[number])
+                log.warning("trial %d of %s stopped by SIGTERM: queued again", number, study.study_name)
+        raise
 
 
 def wait_for_other_workers(study: optuna.Study) -> None:
@@ -304,7 +330,8 @@ def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
                 run_pipeline(Sweep(experiment, uri, storage_backend, parent, deadline, settings.worker_index,
                                    encoder, seed))
     except BaseException:
-        client.set_terminated(parent, "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        stopped = isinstance(sys.exc_info()[1], KeyboardInterrupt | SystemExit)  # Ctrl-C, SIGTERM
+        client.set_terminated(parent, "KILLED" if stopped else "FAILED")
         raise
     client.set_terminated(parent, "FINISHED")
     return parent
@@ -338,10 +365,19 @@ def launch_workers(experiment: Experiment, settings: SweepConfig) -> int:
     # migrations take seconds on PostgreSQL)
     rdb_storage(storage)
     mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    from sweeps.children import start_group, stop_group
+
     command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(experiment.path)), "--workers", "1"]
     environment = {**os.environ, STORAGE_ENV: storage, TRACKING_ENV: uri}
     processes = []
-    for index in range(settings.workers):
-        processes.append(subprocess.Popen(command + ["--worker-index", str(index)], env=environment))
-        time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
-    return max(p.wait() for p in processes)
+    try:
+        for index in range(settings.workers):
+            processes.append(start_group(command + ["--worker-index", str(index)], env=environment))
+            time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
+        return max(p.wait() for p in processes)
+    finally:  # stopped (Ctrl-C, SIGTERM) or done: each worker saves its checkpoint and ends, its children with it
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            stop_group(process, grace=WORKER_GRACE_SECONDS)

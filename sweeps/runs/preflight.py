@@ -120,7 +120,8 @@ def _scheme(uri: str) -> str:
 
 
 def check_tracking(uri: str) -> None:
-    """The MLflow store answers within CONNECT_SECONDS (a server, a database) or its folder is writable (sqlite)."""
+    """The MLflow store answers (a server within the tracking timeout, a database within CONNECT_SECONDS) or its
+    folder is writable (sqlite). A store that does not answer is TrackingUnavailable (exit status 3: retry later)."""
     scheme = _scheme(uri)
     if scheme not in TRACKING_SCHEMES:
         raise PreflightError(f"--tracking-uri {shown(uri)}: unsupported scheme {scheme or 'none'!r}; valid: "
@@ -130,7 +131,7 @@ def check_tracking(uri: str) -> None:
     elif scheme == "sqlite":
         writable(Path(uri.removeprefix("sqlite:///")).parent, "--tracking-uri")
     elif scheme != "file":
-        _check_database(uri, "--tracking-uri")
+        _check_database(uri, "--tracking-uri", unavailable=True)
 
 
 def check_storage(url: str) -> None:
@@ -149,18 +150,25 @@ def _check_server(uri: str) -> None:
     import urllib.error
     import urllib.request
 
+    from sweeps.tracking.faults import TrackingUnavailable, timeout_seconds
+
+    seconds = timeout_seconds()
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=CONNECT_SECONDS):
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=seconds):
             return
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise PreflightError(f"--tracking-uri {shown(uri)}: the tracking server does not answer within "
-                             f"{CONNECT_SECONDS} s ({reason})") from None
+        raise TrackingUnavailable(f"tracking store {shown(uri)} did not answer within {seconds:.0f} s ({reason}); "
+                                  f"nothing was run") from None
 
 
-def _check_database(url: str, option: str) -> None:
+def _check_database(url: str, option: str, unavailable: bool = False) -> None:
+    """The database answers within CONNECT_SECONDS; else PreflightError, or TrackingUnavailable for the tracking
+    store (`unavailable`)."""
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    from sweeps.tracking.faults import TrackingUnavailable
 
     try:
         engine = sqlalchemy.create_engine(url, connect_args=_timeout_args(url), poolclass=sqlalchemy.pool.NullPool)
@@ -170,8 +178,11 @@ def _check_database(url: str, option: str) -> None:
         raise PreflightError(f"{option} {shown(url)}: not a database URL ({error})") from None
     except SQLAlchemyError as error:
         cause = str(getattr(error, "orig", error)).strip().splitlines()
-        raise PreflightError(f"{option} {shown(url)}: cannot connect within {CONNECT_SECONDS} s "
-                             f"({redact(cause[0] if cause else type(error).__name__)})") from None
+        reason = redact(cause[0] if cause else type(error).__name__)
+        if unavailable:
+            raise TrackingUnavailable(f"tracking store {shown(url)} did not answer within {CONNECT_SECONDS} s "
+                                      f"({reason}); nothing was run") from None
+        raise PreflightError(f"{option} {shown(url)}: cannot connect within {CONNECT_SECONDS} s ({reason})") from None
 
 
 def _timeout_args(url: str) -> dict:

@@ -37,7 +37,7 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
         batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
         max_eval_examples=data.max_eval_examples, labels=labels,
-        robustness=_robustness(data, prepared), group_by_length=data.group_by_length)
+        robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed)
 
 
 def _robustness(data: DataConfig, prepared: Prepared):
@@ -97,9 +97,13 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
     from sweeps.runs.predictions import prediction_sink
+    from sweeps.runs.preemption import preempted
+    from sweeps.runs.resume import Resume
+    from sweeps.tracking import faults
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     uri = tracking_uri(config.tracking_uri)
+    faults.configure(config.tracking_timeout)
     check_tracking(uri)
     config = config.evolve(encoder=local_encoder(config.encoder, uri))
     prepared = check_run(config)
@@ -116,7 +120,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         enable()
     encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
-                     config.parent_run_id) as run, tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+                     config.parent_run_id, config.spool_dir) as run, \
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
@@ -130,10 +135,19 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
                         "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
                         "model.adapter_parameters": adapter_parameters(encoder)})
-        selection, best = _selection_callbacks(datamodule, Path(tmp), config.train.patience)
-        trainer = _trainer(config, run.lightning_logger(), [*selection, *callbacks],
+        resume = Resume(run, config.params(), config.train.seed, config.checkpoint_dir,
+                        config.checkpoint_every_steps, config.checkpoint_every_minutes)
+        selection, best = _selection_callbacks(datamodule, resume.selection_folder(), config.train.patience)
+        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
                            datamodule.selection_set is not None)
-        trainer.fit(module, datamodule=datamodule)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
+        except BaseException as error:
+            if preempted(error):
+                resume.interrupted()
+            else:
+                resume.folder.release()
+            raise
         selection_score = None
         if best is not None and best.best_model_path:
             module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
@@ -150,6 +164,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
                                                 f"{prepared.train_task.metric}")
         if selection_score is not None:
             run.log_metrics({"selection/score": selection_score})
+        resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
 
 
@@ -190,11 +205,13 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
-    from sweeps.tracking.artifacts import CheckpointError, is_tracked, local_checkpoint
     from sweeps.runs.predictions import prediction_sink
+    from sweeps.tracking import faults
+    from sweeps.tracking.artifacts import CheckpointError, is_tracked, local_checkpoint
     from sweeps.tracking.store import tracked_run, tracking_uri
 
     uri = tracking_uri(config.tracking_uri)
+    faults.configure(config.tracking_timeout)
     check_tracking(uri)
     names_checkpoint = is_tracked(checkpoint) or Path(checkpoint, "xstilts.json").exists()
     folder = local_checkpoint(checkpoint, uri) if names_checkpoint else None
@@ -223,7 +240,7 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
     if with_head:
         load_head(folder, head)
     with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags,
-                     config.parent_run_id) as run:
+                     config.parent_run_id, config.spool_dir) as run:
         run.log_params({**config.params(), "checkpoint": checkpoint})
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")

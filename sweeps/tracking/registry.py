@@ -38,8 +38,11 @@ def champion(client, task: str):
         return None
 
 
-def promote(task: str, uri: str) -> Promotion:
-    """Register the best run's checkpoint and point `champion` at it, unless the champion is as good already."""
+def promote(task: str, uri: str, ready_timeout: float = 300.0) -> Promotion:
+    """Register the best run's checkpoint and point `champion` at it, unless the champion is as good already.
+
+    Idempotent: a run has at most one version (a promotion killed after registering it, run again, reuses it), and
+    the alias moves only once that version is READY."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -51,18 +54,49 @@ def promote(task: str, uri: str) -> Promotion:
     score, name = best.data.metrics[SCORE], model_name(task)
     current = champion(client, task)
     if current is not None and float(current.tags.get("score", "-inf")) >= score:
-        return Promotion(task, current.version, current.run_id, float(current.tags["score"]), moved=False)
+        return Promotion(task, str(current.version), current.run_id, float(current.tags["score"]), moved=False)
     try:
         client.create_registered_model(name, description=f"xstilts checkpoints for {task}, best by {SCORE}")
     except MlflowException:
         pass  # it exists
-    tags = {"score": str(score), "metric": SCORE, "task": task,
-            "intermediate": best.data.tags.get("xstilts.started_from", "none"),
-            "sweep": best.data.tags.get("xstilts.sweep", "")}
-    version = client.create_model_version(name, source=f"{best.info.artifact_uri}/checkpoint", run_id=best.info.run_id,
-                                          tags=tags)
+    version = version_of_run(client, name, best.info.run_id)
+    if version is None:
+        tags = {"score": str(score), "metric": SCORE, "task": task,
+                "intermediate": best.data.tags.get("xstilts.started_from", "none"),
+                "sweep": best.data.tags.get("xstilts.sweep", "")}
+        client.create_model_version(name, source=f"{best.info.artifact_uri}/checkpoint", run_id=best.info.run_id,
+                                    tags=tags)
+        version = version_of_run(client, name, best.info.run_id)  # the oldest, should another promotion race this
+    version = wait_until_ready(client, name, version.version, ready_timeout)
     client.set_registered_model_alias(name, ALIAS, version.version)
-    return Promotion(task, version.version, best.info.run_id, score, moved=True)
+    return Promotion(task, str(version.version), best.info.run_id, score, moved=True)
+
+
+def version_of_run(client, name: str, run_id: str):
+    """The registered model's version of `run_id` (the first one, if two promotions raced), or None. Versions of
+    the same run registered after the first, by a race, are deleted."""
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if not found:
+        return None
+    first, *later = sorted(found, key=lambda v: int(v.version))
+    for extra in later:
+        client.delete_model_version(name, extra.version)
+    return first
+
+
+def wait_until_ready(client, name: str, version: str, timeout: float):
+    """The version once READY; a version whose registration failed, or that is not READY in time, is an error."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        found = client.get_model_version(name, version)
+        if found.status == "READY":
+            return found
+        if found.status == "FAILED_REGISTRATION" or time.time() > deadline:
+            raise RuntimeError(f"version {version} of {name} is {found.status} ({found.status_message}): the alias "
+                               f"{ALIAS} stays where it was")
+        time.sleep(1.0)
 
 
 def champions(uri: str) -> list[dict]:

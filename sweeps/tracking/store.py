@@ -6,12 +6,16 @@ or `--tracking-uri` points elsewhere (another sqlite file, PostgreSQL, or an `ht
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -76,34 +80,105 @@ def git_commit() -> str:
 
 
 class Run:
-    """One MLflow run, written through the client (no global "active run" state)."""
+    """One MLflow run, written through the client (no global "active run" state).
 
-    def __init__(self, client, uri: str, run_id: str):
+    Once the store cannot be reached (sweeps/tracking/faults.py bounds each call), everything else the run writes
+    goes to its local spool (sweeps/tracking/spool.py) without another network call; `xstilts sync` sends it."""
+
+    def __init__(self, client, uri: str, run_id: str, spool_dir: str | None = None):
         self.client, self.uri, self.run_id = client, uri, run_id
+        self.spool_dir = spool_dir
+        self.offline: str | None = None  # why the store is out of reach, once it is
+        self.spool = None
+        self._background = None  # the thread that sends Lightning's metrics
+        self._offline_lock = threading.Lock()
+
+    def _go_offline(self, error: BaseException) -> None:
+        from sweeps.tracking.faults import first_line
+        from sweeps.tracking.spool import Spool, spool_root
+
+        with self._offline_lock:  # the metrics thread and the main thread may both find the store gone
+            if self.offline is not None:
+                return
+            reason = f"{self.uri} unreachable at {time.strftime('%H:%M:%S')} ({first_line(error)})"
+            self.spool = Spool(spool_root(self.spool_dir), self.uri, self.run_id, reason)
+            self.offline = reason  # set last: a thread that sees it finds the spool ready
+            log.warning("tracking store %s; run %s continues into %s", self.offline, self.run_id, self.spool.folder)
+
+    def _send(self, op: dict, call) -> None:
+        from sweeps.tracking.faults import unreachable
+
+        if self.offline is None:
+            try:
+                call()
+                return
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+                self._go_offline(error)
+        self.spool.append(op)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(key, str(value)[:6000]) for key, value in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start: start + 100])
+        values = {key: str(value)[:6000] for key, value in params.items()}
+
+        def call():
+            items = [Param(key, value) for key, value in values.items()]
+            for start in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[start: start + 100])
+
+        self._send({"op": "params", "params": values}, call)
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start: start + 1000])
+        values = {key: float(value) for key, value in metrics.items()}
+
+        def call():
+            items = [Metric(key, value, now, step) for key, value in values.items()]
+            for start in range(0, len(items), 1000):
+                self.client.log_batch(self.run_id, metrics=items[start: start + 1000])
+
+        self._send({"op": "metrics", "metrics": values, "step": step, "timestamp": now}, call)
+
+    def log_metrics_later(self, metrics: dict, step: int) -> None:
+        """Sent by a background thread: training does not wait for the store."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._background is None:
+            self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xstilts-tracking")
+        self._background.submit(self.log_metrics, metrics, step)
+
+    def drain(self) -> None:
+        """Wait for the metrics sent in the background (bounded: once the store is out of reach they are spooled)."""
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
 
     def set_tags(self, tags: dict) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        values = {key: str(value) for key, value in tags.items()}
+
+        def call():
+            for key, value in values.items():
+                self.client.set_tag(self.run_id, key, value)
+
+        self._send({"op": "tags", "tags": values}, call)
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+        """Upload a folder; one that cannot be uploaded is kept in the spool."""
+        from sweeps.tracking.faults import unreachable
+
+        if self.offline is None:
+            try:
+                self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+                return
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+                self._go_offline(error)
+        self.spool.add_artifacts(Path(folder), artifact_path)
 
     def artifact_folder(self, artifact_path: str) -> Path | None:
         """Where an artifact of this run lies when the run's artifacts are on this machine's disk (a sqlite store's):
@@ -111,11 +186,22 @@ class Run:
         from urllib.parse import urlparse
         from urllib.request import url2pathname
 
-        uri = urlparse(self.client.get_run(self.run_id).info.artifact_uri)
+        from sweeps.tracking.faults import unreachable
+
+        if self.offline is not None:
+            return None
+        try:
+            uri = urlparse(self.client.get_run(self.run_id).info.artifact_uri)
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            self._go_offline(error)
+            return None
         return Path(url2pathname(uri.path)) / artifact_path if uri.scheme == "file" else None
 
     def log_dict(self, data: dict, file_name: str) -> None:
-        self.client.log_dict(self.run_id, data, file_name)
+        self._send({"op": "dict", "data": data, "file": file_name},
+                   lambda: self.client.log_dict(self.run_id, data, file_name))
 
     def log_table(self, frame, file_name: str) -> None:
         """A table the MLflow UI shows (`.parquet`: compressed). MLflow lists a run's tables in one tag, whose value
@@ -137,17 +223,76 @@ class Run:
             self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
 
     def lightning_logger(self):
-        """Lightning's MLflow logger writing into this run, leaving the run's end to `tracked_run`."""
-        from lightning.pytorch.loggers import MLFlowLogger
+        """A Lightning logger writing into this run in the background, leaving the run's end to `tracked_run`."""
+        from lightning.pytorch.loggers import Logger
+        from lightning.pytorch.utilities import rank_zero_only
 
-        class RunLogger(MLFlowLogger):
-            def finalize(self, status: str = "success") -> None:
-                pass  # Lightning calls this after fit and after test; the run's end drains the queue once
+        run = self
 
-        # Buffered, the queue's thread waits on its stop event, not on a 1 s poll of the queue: draining it when
-        # the run ends takes milliseconds, not a second (MLflow's default).
-        os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
-        return RunLogger(tracking_uri=self.uri, run_id=self.run_id, synchronous=False)
+        class RunLogger(Logger):
+            name = "xstilts"
+
+            @property
+            def version(self):
+                return run.run_id
+
+            @rank_zero_only
+            def log_metrics(self, metrics, step=None):
+                run.log_metrics_later({k: float(v) for k, v in metrics.items()}, step or 0)
+
+            def log_hyperparams(self, params, *args, **kwargs):
+                pass  # the run's parameters are logged by the command itself
+
+        return RunLogger()
+
+    def end(self, status: str) -> None:
+        """Mark the run ended (in the spool when the store is out of reach)."""
+        from sweeps.tracking.faults import unreachable
+
+        self.drain()
+        if self.offline is None:
+            try:
+                self.client.set_terminated(self.run_id, status)
+                return
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+                self._go_offline(error)
+        self.spool.finish(status)
+
+    def spooled_message(self, status: str) -> str:
+        return (f"tracking store {self.offline}: run {self.run_id} ({status}) is kept in {self.spool.folder}; "
+                f"`xstilts sync` sends it once the store answers")
+
+
+def open_store(uri: str, experiment: str):
+    """(client, experiment id), or TrackingUnavailable in one line when the store does not answer."""
+    import mlflow
+
+    from sweeps.tracking.faults import TrackingUnavailable, first_line, timeout_seconds, unreachable
+
+    client = mlflow.MlflowClient(uri)
+    try:
+        return client, experiment_id(client, uri, experiment)
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        raise TrackingUnavailable(f"tracking store {uri} did not answer within {timeout_seconds():.0f} s "
+                                  f"({first_line(error)}); nothing was run") from None
+
+
+def send_spooled(client, uri: str, spool_dir: str | None = None) -> None:
+    """Runs spooled earlier for this store, sent now that it answers (best effort: what fails stays spooled)."""
+    from sweeps.tracking.spool import pending, spool_root, sync
+
+    root = spool_root(spool_dir)
+    if not pending(root, uri):
+        return
+    try:
+        for synced in sync(root, uri):
+            log.warning("sent spooled run %s (%s) to %s", synced.run_id, synced.status, uri)
+    except Exception as error:  # noqa: BLE001 - the spool keeps it; this command goes on
+        log.warning("spooled runs for %s stay spooled: %s", uri, error)
 
 
 class RunFailed(RuntimeError):
@@ -159,28 +304,37 @@ class RunFailed(RuntimeError):
 
 
 def _killed(error: BaseException) -> bool:
-    """Ctrl-C, and a trial an Optuna pruner stopped (only possible where optuna is imported)."""
+    """Ctrl-C, SIGTERM (Lightning's SIGTERMException is a SystemExit), and a trial an Optuna pruner stopped (only
+    possible where optuna is imported)."""
     optuna = sys.modules.get("optuna")
-    return isinstance(error, KeyboardInterrupt) or optuna is not None and isinstance(error, optuna.TrialPruned)
+    return isinstance(error, KeyboardInterrupt | SystemExit) or optuna is not None and \
+        isinstance(error, optuna.TrialPruned)
 
 
 @contextmanager
-def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None):
-    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C or pruning) if the block raises; an error
-    inside it is raised again as RunFailed (naming the run), once: an enclosing run passes it on."""
-    import mlflow
+def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = None, parent_run_id: str | None = None,
+                spool_dir: str | None = None):
+    """A new MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C, SIGTERM or pruning) if the block raises;
+    an error inside it is raised again as RunFailed (naming the run), once: an enclosing run passes it on.
+
+    A store out of reach at the start raises TrackingUnavailable before the block runs; one lost during the block
+    spools the rest of the run, and the block's successful end then raises TrackingUnavailable naming the spool."""
     from mlflow.entities import RunStatus
 
-    client = mlflow.MlflowClient(uri)
+    from sweeps.tracking.faults import TrackingUnavailable
+
+    client, experiment_id_ = open_store(uri, experiment)
+    send_spooled(client, uri, spool_dir)
     all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.runName": run_name, **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     # a tracking server takes string tag values only (a sqlite store converts them itself)
-    created = client.create_run(experiment_id(client, uri, experiment), run_name=run_name,
+    created = client.create_run(experiment_id_, run_name=run_name,
                                 tags={key: str(value) for key, value in all_tags.items()})
+    run = Run(client, uri, created.info.run_id, spool_dir)
     status = RunStatus.FAILED
     try:
-        yield Run(client, uri, created.info.run_id)
+        yield run
         status = RunStatus.FINISHED
     except BaseException as error:
         if _killed(error):
@@ -189,6 +343,6 @@ def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = No
             raise RunFailed(created.info.run_id, error) from error
         raise
     finally:
-        # waits until every asynchronously logged metric is written (mlflow.flush_async_logging() would flush the
-        # store of the global tracking URI, by default a mlflow.db in the working directory, not this run's)
-        client.set_terminated(created.info.run_id, RunStatus.to_string(status))
+        run.end(RunStatus.to_string(status))
+    if run.offline is not None:
+        raise TrackingUnavailable(run.spooled_message(RunStatus.to_string(status)))

@@ -11,11 +11,14 @@ import urllib.request
 
 
 def start_server(uri: str, port: int, host: str = "127.0.0.1") -> subprocess.Popen:
-    """The store's URI goes through the environment (`mlflow server` reads MLFLOW_BACKEND_STORE_URI), never the
+    """The server in a process group of its own (its uvicorn workers too): stop it with sweeps.children.stop_group.
+    The store's URI goes through the environment (`mlflow server` reads MLFLOW_BACKEND_STORE_URI), never the
     command line: it may hold a password that any local user could read in the process list."""
+    from sweeps.children import start_group
+
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
     environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
-    return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return start_group(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def wait_until_up(address: str, server: subprocess.Popen, timeout: float = 60.0) -> None:

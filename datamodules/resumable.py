@@ -1,0 +1,54 @@
+"""Training batches that can resume mid-epoch: each epoch's order is a function of (seed, epoch) alone, and the
+loader's position is part of Lightning's checkpoint (a loader with `state_dict`/`load_state_dict` is one Lightning
+saves and restores), so a fit resumed from a checkpoint sees exactly the batches the interrupted one had not reached,
+in the same order."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+
+class ShuffledBatches:
+    """Batches of indices, shuffled each epoch from (seed, epoch)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        return [order[i: i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+
+    def __iter__(self):
+        epoch, skip = self.epoch, self.skip
+        self.epoch, self.skip = epoch + 1, 0
+        yield from self.batches(epoch)[skip:]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a batch sampler with `epoch`, `skip` and `batches(epoch)` (ShuffledBatches,
+    LengthGroupedBatches) whose position — epoch and batches handed out — is its state."""
+
+    def __init__(self, dataset, batch_sampler, **options):
+        super().__init__(dataset, batch_sampler=batch_sampler, **options)
+        self.position = {"epoch": 0, "batches": 0}
+
+    def __iter__(self):
+        sampler = self.batch_sampler
+        self.position = {"epoch": sampler.epoch, "batches": sampler.skip}
+        for batch in super().__iter__():
+            self.position["batches"] += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self.batch_sampler):  # saved on the epoch's last batch: the next one starts afresh
+            epoch, batches = epoch + 1, 0
+        self.batch_sampler.epoch, self.batch_sampler.skip = epoch, batches
