@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     add_flags(fit, TrainConfig, "training")
     add_flags(fit, DataConfig, "data")
     add_flags(fit, TrackingConfig, "tracking")
+    add_flags(fit, ResumeConfig, "preemption")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on every language of a task")
     evaluate.add_argument("checkpoint", help="checkpoint folder, runs:/<run id>/checkpoint or models:/<name>@<alias>")

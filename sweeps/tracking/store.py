@@ -205,22 +205,30 @@ class Run:
 
     def log_table(self, frame, file_name: str) -> None:
         """A table the MLflow UI shows (`.parquet`: compressed). MLflow lists a run's tables in one tag, whose value
-        is limited (8000 characters): past that, a table is logged as a plain Parquet artifact at the same path."""
+        is limited (8000 characters): past that, or with the store out of reach (then it is spooled), a table is
+        logged as a plain Parquet artifact at the same path."""
         import json
         import tempfile
 
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
         from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-        listed = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
-        if len(json.dumps([*listed, {"path": file_name, "type": "table"}])) <= MAX_TAG_VAL_LENGTH:
-            self.client.log_table(self.run_id, frame, file_name)
-            return
+        from sweeps.tracking.faults import unreachable
+
+        if self.offline is None:
+            try:
+                listed = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+                if len(json.dumps([*listed, {"path": file_name, "type": "table"}])) <= MAX_TAG_VAL_LENGTH:
+                    self.client.log_table(self.run_id, frame, file_name)
+                    return
+            except Exception as error:
+                if not unreachable(error):
+                    raise
+                self._go_offline(error)
         with tempfile.TemporaryDirectory(prefix="xstilts-table-") as tmp:
-            path = Path(tmp) / Path(file_name).name
-            frame.to_parquet(path, index=False)
+            frame.to_parquet(Path(tmp) / Path(file_name).name, index=False)
             parent = str(Path(file_name).parent)
-            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+            self.log_artifacts(Path(tmp), None if parent == "." else parent)
 
     def lightning_logger(self):
         """A Lightning logger writing into this run in the background, leaving the run's end to `tracked_run`."""
