@@ -156,3 +156,17 @@ def test_logged_tatoeba_accuracy_equals_numpy_cosine_argmax(built, tracking_uri)
     artifact = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/data/gettext_catalogs/provenance.json",
                                                    tracking_uri=tracking_uri)
     assert json.loads(Path(artifact).read_text())["sizes"][f"tatoeba.de/test"] == SMALL.pairs_test
+
+
+def test_demo_skips_catalog_targets_with_one_line_when_catalogs_are_missing(tmp_path, capsys):
+    from dataclasses import replace
+
+    from sweeps.demo import DEMO, with_catalogs
+    from sweeps.engine.experiment import load_experiment
+
+    experiment = load_experiment(DEMO)
+    assert {catalogs.CLASSIFICATION, catalogs.RETRIEVAL} <= set(experiment.targets)
+    kept = with_catalogs(replace(experiment), locales=tmp_path)
+    assert kept.targets == tuple(t for t in experiment.targets if t not in (catalogs.CLASSIFICATION, catalogs.RETRIEVAL))
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("demo: skipping gettext_programs, gettext_tatoeba: ")
