@@ -4,6 +4,7 @@ Tatoeba accuracy that xstilts logs on the built bitext recomputed here with nump
 
 import gettext
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def installed(registry) -> list[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, registry):
     if not installed(registry):
-        pytest.skip(catalogs._missing_line(catalogs.LOCALES))
+        pytest.skip(catalogs.missing_line(catalogs.LOCALES))
     out = tmp_path_factory.mktemp("catalogs")
     return out, build(out, settings=SMALL)
 
@@ -87,8 +88,10 @@ def test_tatoeba_task_sizes_languages_and_message_ids(built, registry):
                                                                     pair["msgid"]))
     used = set(provenance["tasks"][task.name]["catalogs"])
     assert used <= set(provenance["catalogs"])
-    assert all(info["package"] != "unknown" and info["version"] != "unknown" for info in provenance["catalogs"].values())
-    assert "gnupg-l10n " in provenance["params"]["packages"] and "wget " in provenance["params"]["packages"]
+    if shutil.which("dpkg"):  # Debian: every catalog's package and version is known
+        assert all(info["package"] != "unknown" and info["version"] != "unknown"
+                   for info in provenance["catalogs"].values())
+        assert "gnupg-l10n " in provenance["params"]["packages"] and "wget " in provenance["params"]["packages"]
 
 
 def test_build_is_deterministic(built, tmp_path):
@@ -121,7 +124,7 @@ def test_logged_tatoeba_accuracy_equals_numpy_cosine_argmax(built, tracking_uri)
     from lightning_modules.encoders import load_encoder
     from sweeps.runs.run import DataConfig, RunConfig, evaluate
 
-    out, _ = built
+    out, provenance = built
     langs = ("de", "fr")
     config = RunConfig(task=catalogs.RETRIEVAL, tracking_uri=tracking_uri,
                        data=DataConfig(data_dir=str(out), languages=langs, eval_splits=("test",), max_length=64))
@@ -152,7 +155,7 @@ def test_logged_tatoeba_accuracy_equals_numpy_cosine_argmax(built, tracking_uri)
         assert run.data.metrics[f"test/{lang}/accuracy"] == pytest.approx(expected, abs=1e-9)
         assert run.data.metrics[f"test/{lang}/accuracy_xx_to_en"] == pytest.approx(reverse, abs=1e-9)
         assert run.data.params[f"data.size.test/{lang}"] == str(SMALL.pairs_test)
-    assert "gnupg-l10n" in run.data.params["data.provenance.gettext_catalogs.packages"]
+    assert run.data.params["data.provenance.gettext_catalogs.packages"] == provenance["params"]["packages"]
     artifact = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/data/gettext_catalogs/provenance.json",
                                                    tracking_uri=tracking_uri)
     assert json.loads(Path(artifact).read_text())["sizes"][f"tatoeba.de/test"] == SMALL.pairs_test
