@@ -55,7 +55,7 @@ def with_catalogs(experiment, locales: Path | None = None):
     """The targets built from the installed gettext catalogs (datamodules/fixtures/catalogs.py), built into the cache
     once; where the catalogs are missing, the demo goes on without them."""
     from datamodules.fixtures import catalogs
-    from datamodules.sources import local_data_dir
+    from datamodules.slices import local_data_dir
 
     wanted = [t for t in experiment.targets if t in (catalogs.CLASSIFICATION, catalogs.RETRIEVAL)]
     if not wanted or (local_data_dir() / catalogs.DATASET / "provenance.json").exists():

@@ -190,7 +190,7 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
 def _log_provenance(run, tasks, data_dir) -> None:
     """What a builder wrote beside local data (datamodules/fixtures/catalogs.py: the packages and versions of the
     catalogs): its `params` as data.provenance.<dataset>.<name>, the whole file as data/<dataset>/provenance.json."""
-    from datamodules.sources import provenance_files
+    from datamodules.slices import provenance_files
 
     for dataset, path in provenance_files(tasks, data_dir).items():
         provenance = json.loads(path.read_text())
