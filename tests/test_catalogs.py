@@ -173,3 +173,16 @@ def test_demo_skips_catalog_targets_with_one_line_when_catalogs_are_missing(tmp_
     assert kept.targets == tuple(t for t in experiment.targets if t not in (catalogs.CLASSIFICATION, catalogs.RETRIEVAL))
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("demo: skipping gettext_programs, gettext_tatoeba: ")
+
+
+def test_sweep_preflight_accepts_the_catalog_targets(built, tmp_path, tracking_uri):
+    from sweeps.config import SweepConfig
+    from sweeps.engine.sweep import preflight
+
+    out, _ = built
+    path = tmp_path / "catalogs.yaml"
+    path.write_text(f"name: catalogs\nencoder: tiny-xlmr\ndata: {{data_dir: {out}, max_length: 32}}\n"
+                    f"phases: {{baseline: true, targets: [{catalogs.CLASSIFICATION}, {catalogs.RETRIEVAL}]}}\n"
+                    f"train: {{target: {{lr: 1.0e-3, epochs: 1}}}}\n")
+    settings = SweepConfig(storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
+    assert preflight(str(path), settings).targets == (catalogs.CLASSIFICATION, catalogs.RETRIEVAL)
