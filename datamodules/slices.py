@@ -68,14 +68,56 @@ def slices(task: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list
             if task.layout in FILE_LAYOUTS:
                 found.append(layout_slice(task, source, config, split_name, lang, data_dir))
                 continue
-            if data_dir is None and source.local_only:
-                raise TaskError(f"task {task.name!r} has no public source ({source.dataset}): pass --data-dir DIR "
-                                f"holding {source.dataset}/{config or 'default'}/{split_name}.jsonl")
+            if source.local_only:
+                found.append(Slice(source, config, split_name, local_only_file(task, source, config, split_name,
+                                                                               data_dir)))
+                continue
             path = local_file(data_dir, source.dataset, config, split_name) if data_dir else None
             found.append(Slice(source, config, split_name, path))
     if not found:
         available = [s for s in ("train", "validation", "test") if task.has_split(s)]
         raise TaskError(f"task {task.name!r} has no {split!r} split; available: {', '.join(available) or 'none'}")
+    return found
+
+
+def local_data_dir() -> Path:
+    """Where local-only datasets are also looked for, after --data-dir: the xstilts cache's data/ folder (builders
+    such as `python -m datamodules.fixtures.catalogs` write there)."""
+    from lightning_modules.encoders import cache_dir
+
+    return cache_dir() / "data"
+
+
+def local_roots(data_dir: Path | None) -> list[Path]:
+    return [*([Path(data_dir)] if data_dir else []), local_data_dir()]
+
+
+def local_only_file(task: TaskSpec, source: SourceSpec, config, split_name: str, data_dir: Path | None) -> Path:
+    """A local-only source's file, from --data-dir, else from the cache's data folder. A dataset found in neither
+    is a TaskError; a dataset found without this config or split (a language not built) is MissingData."""
+    roots = local_roots(data_dir)
+    for root in roots:
+        try:
+            return local_file(root, source.dataset, config, split_name)
+        except MissingData:
+            continue
+    expected = f"{source.dataset}/{config or 'default'}/{split_name}.jsonl"
+    build = f", or build it: {source.build}" if source.build else ""
+    if not any((root / source.dataset).is_dir() for root in roots):
+        raise TaskError(f"task {task.name!r} has no public source ({source.dataset}): pass --data-dir DIR holding "
+                        f"{expected} (or put it under {local_data_dir()}{build})")
+    raise MissingData(f"task {task.name!r}: no {expected} under {' or '.join(map(str, roots))}{build}")
+
+
+def provenance_files(tasks, data_dir: Path | None) -> dict[str, Path]:
+    """dataset -> the provenance.json a builder wrote beside a local-only dataset that `tasks` read."""
+    found = {}
+    for task in tasks:
+        for source in task.sources:
+            for root in local_roots(data_dir) if source.local_only else []:
+                path = root / source.dataset / "provenance.json"
+                if path.is_file():
+                    found.setdefault(source.dataset, path)
     return found
 
 

@@ -41,6 +41,7 @@ class SourceSpec:
     skip_labels: list = field(default_factory=list)
     local_only: bool = False
     data_files: dict[str, str] = field(default_factory=dict)
+    build: str | None = None  # local_only: the command that writes this dataset (shown when it is missing)
 
 
 @dataclass(frozen=True)

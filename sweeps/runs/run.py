@@ -183,7 +183,19 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
     sizes = {f"data.size.{name}": n for name, n in datamodule.sizes().items()}
     cache = {f"data.cache_hit.{name}": hit for name, hit in datamodule.cache_hits.items()}
     run.log_params({**sources, **sizes, **cache})
+    _log_provenance(run, [prepared.train_task, prepared.task], datamodule.data_dir)
     _log_robustness(run, datamodule)
+
+
+def _log_provenance(run, tasks, data_dir) -> None:
+    """What a builder wrote beside local data (datamodules/fixtures/catalogs.py: the packages and versions of the
+    catalogs): its `params` as data.provenance.<dataset>.<name>, the whole file as data/<dataset>/provenance.json."""
+    from datamodules.slices import provenance_files
+
+    for dataset, path in provenance_files(tasks, data_dir).items():
+        provenance = json.loads(path.read_text())
+        run.log_params({f"data.provenance.{dataset}.{k}": v for k, v in provenance.get("params", {}).items()})
+        run.log_dict(provenance, f"data/{dataset}/provenance.json")
 
 
 def _log_robustness(run, datamodule) -> None:
@@ -244,6 +256,8 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
         run.log_params({**config.params(), "checkpoint": checkpoint})
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
+        run.log_params({f"data.size.{name}": n for name, n in datamodule.sizes().items()})
+        _log_provenance(run, [prepared.task], datamodule.data_dir)
         _log_robustness(run, datamodule)
         module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id,
                             on_predictions=prediction_sink(run, prepared.task, predictions_dir))
