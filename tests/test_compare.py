@@ -9,16 +9,17 @@ import pytest
 from lightning_modules.predictions import read_table
 from sweeps.cli import main
 
-FIT = ["fit", "pawsx", "--data-dir", "fixtures", "--max-length", "64", "--batch-size", "8", "--lr", "3e-3",
-       "--eval-splits", "test", "--experiment", "pair"]
+FIT = ["fit", "xnli", "--data-dir", "fixtures", "--max-length", "64", "--batch-size", "16", "--lr", "1e-3",
+       "--eval-splits", "test", "--languages", "en,de", "--experiment", "pair"]
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # an untrained model (it answers one class) and one trained for three epochs (above chance in English)
     assert main(FIT + ["--max-steps", "2", "--seed", "0", "--tracking-uri", uri]) == 0
-    assert main(FIT + ["--max-steps", "12", "--seed", "1", "--tracking-uri", uri]) == 0
+    assert main(FIT + ["--epochs", "3", "--seed", "1", "--tracking-uri", uri]) == 0
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("pair").experiment_id],
                               order_by=["attributes.start_time ASC"])
@@ -26,7 +27,7 @@ def pair(tmp_path_factory):
 
 
 def _table(client, run, lang, folder):
-    return read_table(client.download_artifacts(run.info.run_id, f"predictions/pawsx/test/{lang}.parquet",
+    return read_table(client.download_artifacts(run.info.run_id, f"predictions/xnli/test/{lang}.parquet",
                                                 str(folder / run.info.run_id)))
 
 
@@ -50,8 +51,8 @@ def test_compare_reports_differences_and_disagreements(pair, capsys):
         assert (row["examples"], row["disagreements"]) == (len(left), len(differ))
         assert row["only_a_right"] == sum(x["correct"] and not y["correct"] for x, y in differ)
         assert row["only_b_right"] == sum(y["correct"] and not x["correct"] for x, y in differ)
-        assert f"pawsx/test/{lang}" in printed
+        assert f"xnli/test/{lang}" in printed
     assert differing > 0  # two differently trained models: there is something to show
-    tables = {f.path for f in client.list_artifacts(comparison.info.run_id, "compare/pawsx/test")}
-    assert tables == {f"compare/pawsx/test/{row['language']}.parquet" for row in summary["languages"]
+    tables = {f.path for f in client.list_artifacts(comparison.info.run_id, "compare/xnli/test")}
+    assert tables == {f"compare/xnli/test/{row['language']}.parquet" for row in summary["languages"]
                       if row["disagreements"]}

@@ -12,7 +12,11 @@ from datamodules.fixtures import generate as gen
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "datamodules" / "fixtures"
-TASKS = yaml.safe_load((ROOT / "datamodules" / "tasks.yaml").read_text(encoding="utf-8"))
+# the tasks the bundled fixtures cover: not those whose data a command builds on this machine (`build`: the
+# gettext-catalog tasks, datamodules/fixtures/catalogs.py)
+TASKS = {name: spec for name, spec in
+         yaml.safe_load((ROOT / "datamodules" / "tasks.yaml").read_text(encoding="utf-8")).items()
+         if not all("build" in source for source in spec["sources"])}
 
 # Columns (in order) of every dataset, as the hub has them; the key is "<dataset id>/<config>" with the
 # language part of xtreme configs dropped.

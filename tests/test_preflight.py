@@ -42,7 +42,7 @@ def test_paper_grid_with_one_missing_data_set_fails_its_preflight_creating_nothi
     done, seconds = sweep_check(path, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert "ccgbank/default/train" in line and "no local file" in line, line
+    assert "task 'ccg'" in line and "ccgbank/default/train" in line, line
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
     print(f"preflight failed on the missing ccg data in {seconds:.1f} s")
 
