@@ -15,6 +15,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XSTILTS_CACHE", Path.home() / ".cache" / "xstilts"))
 
 
+def cache_folder(name: str, explicit: str | None = None, variable: str | None = None) -> Path:
+    """A folder a flag names (`explicit`), else the environment variable `variable`, else <cache>/`name`."""
+    chosen = explicit or (os.environ.get(variable) if variable else None)
+    return Path(chosen) if chosen else cache_dir() / name
+
+
 def _build_tiny(folder: Path) -> Path:
     from lightning_modules.encoders.tiny import build_tiny
 

@@ -40,13 +40,9 @@ STATE = "state.json"
 
 def checkpoint_root(explicit: str | None = None) -> Path:
     """--checkpoint-dir, else $XSTILTS_CHECKPOINT_DIR, else <xstilts cache>/resume."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(ENV_CHECKPOINT_DIR):
-        return Path(os.environ[ENV_CHECKPOINT_DIR])
-    from lightning_modules.encoders import cache_dir
+    from lightning_modules.encoders import cache_folder
 
-    return cache_dir() / "resume"
+    return cache_folder("resume", explicit, ENV_CHECKPOINT_DIR)
 
 
 def resume_key(params: dict) -> str:

@@ -24,13 +24,9 @@ ENV_SPOOL = "XSTILTS_SPOOL"
 
 def spool_root(explicit: str | None = None) -> Path:
     """--spool-dir, else $XSTILTS_SPOOL, else <xstilts cache>/spool."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(ENV_SPOOL):
-        return Path(os.environ[ENV_SPOOL])
-    from lightning_modules.encoders import cache_dir
+    from lightning_modules.encoders import cache_folder
 
-    return cache_dir() / "spool"
+    return cache_folder("spool", explicit, ENV_SPOOL)
 
 
 class Spool:

@@ -105,18 +105,25 @@ class Run:
             self.offline = reason  # set last: a thread that sees it finds the spool ready
             log.warning("tracking store %s; run %s continues into %s", self.offline, self.run_id, self.spool.folder)
 
-    def _send(self, op: dict, call) -> None:
+    def _online(self, call) -> bool:
+        """Runs `call` against the store: True when it ran; False when the store is (or has just gone) out of
+        reach, the run then being offline (what follows goes to the spool)."""
         from sweeps.tracking.faults import unreachable
 
-        if self.offline is None:
-            try:
-                call()
-                return
-            except Exception as error:
-                if not unreachable(error):
-                    raise
-                self._go_offline(error)
-        self.spool.append(op)
+        if self.offline is not None:
+            return False
+        try:
+            call()
+            return True
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            self._go_offline(error)
+            return False
+
+    def _send(self, op: dict, call) -> None:
+        if not self._online(call):
+            self.spool.append(op)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -168,17 +175,8 @@ class Run:
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         """Upload a folder; one that cannot be uploaded is kept in the spool."""
-        from sweeps.tracking.faults import unreachable
-
-        if self.offline is None:
-            try:
-                self.client.log_artifacts(self.run_id, str(folder), artifact_path)
-                return
-            except Exception as error:
-                if not unreachable(error):
-                    raise
-                self._go_offline(error)
-        self.spool.add_artifacts(Path(folder), artifact_path)
+        if not self._online(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path)):
+            self.spool.add_artifacts(Path(folder), artifact_path)
 
     def artifact_folder(self, artifact_path: str) -> Path | None:
         """Where an artifact of this run lies when the run's artifacts are on this machine's disk (a sqlite store's):
@@ -213,18 +211,16 @@ class Run:
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
         from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-        from sweeps.tracking.faults import unreachable
+        logged = []
 
-        if self.offline is None:
-            try:
-                listed = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
-                if len(json.dumps([*listed, {"path": file_name, "type": "table"}])) <= MAX_TAG_VAL_LENGTH:
-                    self.client.log_table(self.run_id, frame, file_name)
-                    return
-            except Exception as error:
-                if not unreachable(error):
-                    raise
-                self._go_offline(error)
+        def as_table():
+            listed = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+            if len(json.dumps([*listed, {"path": file_name, "type": "table"}])) <= MAX_TAG_VAL_LENGTH:
+                self.client.log_table(self.run_id, frame, file_name)
+                logged.append(file_name)
+
+        if self._online(as_table) and logged:
+            return
         with tempfile.TemporaryDirectory(prefix="xstilts-table-") as tmp:
             frame.to_parquet(Path(tmp) / Path(file_name).name, index=False)
             parent = str(Path(file_name).parent)
@@ -255,18 +251,9 @@ class Run:
 
     def end(self, status: str) -> None:
         """Mark the run ended (in the spool when the store is out of reach)."""
-        from sweeps.tracking.faults import unreachable
-
         self.drain()
-        if self.offline is None:
-            try:
-                self.client.set_terminated(self.run_id, status)
-                return
-            except Exception as error:
-                if not unreachable(error):
-                    raise
-                self._go_offline(error)
-        self.spool.finish(status)
+        if not self._online(lambda: self.client.set_terminated(self.run_id, status)):
+            self.spool.finish(status)
 
     def spooled_message(self, status: str) -> str:
         return (f"tracking store {self.offline}: run {self.run_id} ({status}) is kept in {self.spool.folder}; "
