@@ -1,23 +1,30 @@
 """`xstilts sweep EXPERIMENT.yaml`: an Optuna study per phase and task, trials tracked in MLflow.
 
-Order: the optional MLM phase, then each intermediate sequence (and the no-intermediate baseline), then every target
-from the best checkpoint of each. Studies live in an RDB storage (sqlite under mlruns/ by default, PostgreSQL to share
-them across machines), with heartbeats: a killed worker's trial is marked failed and retried, and a re-run resumes
-each study where it stopped. Phases are cached by configuration (sweeps/engine/pipeline.py), so nothing is trained twice.
+The experiment is a graph of studies (`study_graph`): the optional MLM phase, then each intermediate sequence (and the
+no-intermediate baseline), then every target from the best checkpoint of each. Every worker, on any host, runs the
+same loop (`work`): take any open trial slot of any study whose predecessor is done, run it, look again. A study has
+exactly its budget of slots; a slot, like a phase configuration (sweeps/engine/pipeline.py), is claimed atomically in
+the sweep's database (sweeps/engine/claims.py), so with any number of workers each slot and each phase runs once. A
+slot's parameters belong to the slot (a finite space's shuffled points, else a sampler seeded by the slot, kept for
+retries): a sweep killed and run again asks what an uninterrupted one would. Studies live in an RDB storage (sqlite
+under mlruns/ by default, PostgreSQL to share them across hosts) with heartbeats: a dead worker's slots are taken
+over after the grace period, its trials marked FAIL and their runs FAILED.
 
 MLflow tree: one parent run per sweep -> one run per trial -> the phase run it trained (or reused).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import os
+import random
 import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -26,36 +33,20 @@ import optuna
 
 from datamodules.tasks import load_registry
 from lightning_modules.formats import get_spec
+from sweeps.config import DataConfig, SweepConfig, TrainConfig
+from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
+from sweeps.engine.claims import DONE, FREE, Claims
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
-from sweeps.config import SweepConfig, TrainConfig
-from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
 from sweeps.runs.preemption import preempted
-from sweeps.tracking.store import database_url, default_store, git_commit, tracking_uri
+from sweeps.runs.run import RunResult
+from sweeps.tracking.store import database_url, default_store, git_commit, tracked_run, tracking_uri
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
 WORKER_GRACE_SECONDS = 120  # a SIGTERMed worker's time to save its checkpoint and end its runs
 GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-# what fills a study's trial budget: finished trials, and those a worker runs now or will run (a killed worker's
-# trial, queued again as WAITING); a re-run of a finished study or a second worker adds no trial beyond the budget
-BUDGET_STATES = FINISHED_STATES + (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-
-
-class TrialBudget:
-    """Stops `study.optimize` once the budget is taken (optuna's MaxTrialsCallback counts only finished trials,
-    so each call, and each parallel worker, would still start one more)."""
-
-    def __init__(self, trials: int):
-        self.trials = trials
-
-    def left(self, study: optuna.Study) -> int:
-        return self.trials - len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.left(study) <= 0:
-            study.stop()
 
 
 def storage_url(explicit: str | None) -> str:
@@ -68,7 +59,6 @@ def storage_url(explicit: str | None) -> str:
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
 
 
@@ -105,23 +95,124 @@ class PruneOnValidation(L.Callback):
             raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at step {trainer.global_step}")
 
 
+@dataclass(eq=False)
+class Study:
+    """One node of the experiment's graph of studies: a phase kind and task, for one encoder and seed, starting from
+    the best trial of `after` (None: from the encoder)."""
+
+    name: str
+    kind: str
+    task: str
+    encoder: str
+    seed: int
+    label: str  # the phases this study's runs have behind them and its own, e.g. "squad_v1>mnli"
+    after: Study | None
+    budget: int = 1
+    trains: bool = True
+    space: dict = field(default_factory=dict)
+    data: DataConfig | None = None
+
+    def slot(self, index: int) -> str:
+        return f"slot:{self.name}#{index}"
+
+
+def study_graph(experiment: Experiment) -> list[Study]:
+    """Every study of the experiment, each after the studies it depends on (MLM -> intermediate sequences and the
+    baseline -> the targets of each). Sequences sharing a prefix share its studies."""
+    registry = load_registry(experiment.data.tasks_files)
+    single = len(experiment.encoders) == 1 and len(experiment.seeds) == 1
+    studies: dict[str, Study] = {}
+
+    def add(kind: str, task: str, after: Study | None, encoder: str, seed: int) -> Study:
+        label = task if after is None or after.label == "none" else f"{after.label}>{task}"
+        prefix = experiment.name if single else f"{experiment.name}/{encoder}/seed{seed}"
+        start = after.label if after else "none"
+        name = f"{prefix}/{kind}/{task}/from-{start}" if kind == "target" else f"{prefix}/{kind}/{label}"
+        if name not in studies:
+            trains = get_spec(registry[task].format).trains
+            space = experiment.space(kind, task)
+            budget = min(experiment.trials, grid_size(space) or experiment.trials) if trains else 1
+            studies[name] = Study(name, kind, task, encoder, seed, label, after, budget, trains, space,
+                                  final_evaluation_data(experiment.data_for(task), kind, task))
+        return studies[name]
+
+    for encoder in experiment.encoders:
+        for seed in experiment.seeds:
+            base = add("mlm", experiment.mlm, None, encoder, seed) if experiment.mlm else None
+            starts = []
+            for sequence in experiment.intermediates:
+                after = base
+                for task in sequence:
+                    after = add("intermediate", task, after, encoder, seed)
+                starts.append(after)
+            for target in experiment.targets:
+                for after in starts:
+                    add("target", target, after, encoder, seed)
+    return list(studies.values())
+
+
+def grid_size(space: dict) -> int | None:
+    """How many parameter sets a space without a continuous range has (None for one with a float range)."""
+    size = 1
+    for spec in space.values():
+        if isinstance(spec, list):
+            size *= len(spec)
+        elif isinstance(spec, dict):
+            if not (isinstance(spec["low"], int) and isinstance(spec["high"], int)):
+                return None
+            size *= spec["high"] - spec["low"] + 1
+    return size
+
+
+def grid_point(space: dict, study: str, seed: int, index: int) -> dict:
+    """The index-th parameter set of a finite space, in an order shuffled by the seed and the study: every slot of a
+    study gets a different set, whatever the number of workers and restarts."""
+    axes = {}
+    for name, spec in sorted(space.items()):
+        if isinstance(spec, list):
+            axes[name] = spec
+        elif isinstance(spec, dict):
+            axes[name] = list(range(spec["low"], spec["high"] + 1))
+    points = list(itertools.product(*axes.values()))
+    random.Random(f"{seed}/{study}").shuffle(points)
+    return dict(zip(axes, points[index]))
+
+
+def slot_seed(seed: int, study: str, index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{study}/{index}".encode()).digest()[:4], "little")
+
+
+class FixedParams(optuna.samplers.BaseSampler):
+    """The parameters a slot was given when it first ran: its retry asks exactly them again."""
+
+    def __init__(self, params: dict):
+        self.params = params
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.params[param_name]
+
+
 @dataclass
 class Sweep:
+    """One worker's view of a running sweep."""
+
     experiment: Experiment
     uri: str
     storage: optuna.storages.RDBStorage
+    claims: Claims
     parent_run_id: str
     deadline: float | None
-    worker: int = 0  # workers sample with different seeds, so parallel trials differ
-    encoder: str = ""  # this pass's encoder and seed (an experiment may list several of each)
-    seed: int = 0
+    starts: dict = field(default_factory=dict)  # study name -> the Start its best trial gives (None: no result)
+    cut: set = field(default_factory=set)  # studies the time budget left short of their trials
 
-    def study_prefix(self) -> str:
-        single = len(self.experiment.encoders) == 1 and len(self.experiment.seeds) == 1
-        return self.experiment.name if single else f"{self.experiment.name}/{self.encoder}/seed{self.seed}"
-
-    def remaining(self) -> float | None:
-        return None if self.deadline is None else max(self.deadline - time.time(), 1.0)
+    def expired(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
 
 
 def find_or_create_parent(client, experiment: Experiment, mlflow_experiment_id: str) -> str:
@@ -143,15 +234,6 @@ def find_or_create_parent(client, experiment: Experiment, mlflow_experiment_id: 
     return oldest.info.run_id
 
 
-def evaluate_only(sweep: Sweep, task: str, start: Start) -> None:
-    """Retrieval targets have nothing to train or search: one evaluation per starting encoder."""
-    tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.task": task, "xstilts.intermediate": start.label,
-            "xstilts.encoder": sweep.encoder, "xstilts.seed": sweep.seed}
-    data = final_evaluation_data(sweep.experiment.data_for(task), "target", task)
-    evaluate_phase(task, start, data, sweep.uri, sweep.experiment.name,
-                   sweep.parent_run_id, tags)
-
-
 def final_evaluation_data(data, kind: str, task: str):
     """Perturbed copies and adversarial sets are for the targets' final evaluation: none in other phases (their
     phase keys stay those of an experiment without them), and a target gets the adversarial sets that fit it."""
@@ -164,77 +246,154 @@ def final_evaluation_data(data, kind: str, task: str):
     return data.evolve(adversarial=fitting)
 
 
-def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
-    """Optimize one phase's study to its trial budget; returns where the next phase starts (its best trial)."""
+def study_tags(sweep: Sweep, study: Study, start: Start) -> dict:
+    return {"xstilts.sweep": sweep.experiment.name, "xstilts.study": study.name, "xstilts.phase": study.kind,
+            "xstilts.task": study.task, "xstilts.encoder": study.encoder, "xstilts.seed": study.seed,
+            "xstilts.intermediate": start.label if study.kind == "target" else study.label}
+
+
+def open_study(sweep: Sweep, study: Study) -> optuna.Study:
     registry = load_registry(sweep.experiment.data.tasks_files)
-    spec = registry[task]
-    if not get_spec(spec.format).trains:
-        evaluate_only(sweep, task, start)
-        return None
+    spec = registry[study.task]
     train_spec = registry[spec.train_task] if spec.train_task else spec
     direction = "minimize" if get_spec(train_spec.format).lower_is_better(train_spec.metric) else "maximize"
-    label = task if start.label == "none" else f"{start.label}>{task}"
-    name = f"{sweep.study_prefix()}/{kind}/{label if kind != 'target' else f'{task}/from-{start.label}'}"
-    study = optuna.create_study(study_name=name, storage=sweep.storage, direction=direction, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=sweep.seed + 1000 * sweep.worker),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-    base = TrainConfig(seed=sweep.seed)
-    space = sweep.experiment.space(kind, task)
-    data = final_evaluation_data(sweep.experiment.data_for(task), kind, task)
-    monitor = f"val/{train_spec.train_language}/{train_spec.metric}"
+    return optuna.create_study(study_name=study.name, storage=sweep.storage, direction=direction,
+                               load_if_exists=True,
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
 
+
+def monitor_of(sweep: Sweep, study: Study) -> str:
+    registry = load_registry(sweep.experiment.data.tasks_files)
+    spec = registry[study.task]
+    train_spec = registry[spec.train_task] if spec.train_task else spec
+    return f"val/{train_spec.train_language}/{train_spec.metric}"
+
+
+def run_slot(sweep: Sweep, study: Study, index: int, start: Start) -> None:
+    """Run trial slot `index` of a study (held by this worker): its parameters are the slot's own (a finite space's
+    index-th point, else drawn by a sampler seeded by the slot, and kept for a retry), so a sweep killed and run again
+    asks what an uninterrupted one would, and never a parameter set twice."""
+    tags = study_tags(sweep, study, start)
+    if not study.trains:  # retrieval: nothing to train or search, one evaluation per start
+        evaluate_phase(study.task, start, study.data, sweep.uri, sweep.experiment.name, sweep.parent_run_id, tags,
+                       sweep.claims)
+        return
+    optuna_study = open_study(sweep, study)
+    earlier = [t for t in optuna_study.get_trials(deepcopy=False) if t.user_attrs.get("slot") == index]
+    if any(t.state in FINISHED_STATES for t in earlier):  # its worker died after the trial ended
+        return
+    fail_stale(optuna_study, sweep)
+    kept = sweep.claims.payload(study.slot(index))
+    size = grid_size(study.space)
+    if kept is not None:
+        optuna_study.sampler = FixedParams(kept)
+    elif size is not None:
+        optuna_study.sampler = FixedParams(grid_point(study.space, study.name, study.seed, index))
+    else:
+        optuna_study.sampler = optuna.samplers.TPESampler(seed=slot_seed(study.seed, study.name, index))
+    base = TrainConfig(seed=study.seed)
     running: dict[str, int] = {}
 
     def objective(trial: optuna.Trial) -> float:
         running["trial"] = trial.number
-        train = suggest(trial, space, base)
-        trial_tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.kind": "trial", "xstilts.study": name,
-                      "xstilts.trial": trial.number, "xstilts.phase": kind, "xstilts.task": task,
-                      "xstilts.intermediate": start.label if kind == "target" else label,
-                      "xstilts.encoder": sweep.encoder, "xstilts.seed": train.seed}
+        train = suggest(trial, study.space, base)
+        sweep.claims.set_payload(study.slot(index), dict(trial.params))
+        trial.set_user_attr("slot", index)
+        if earlier:
+            trial.set_user_attr("retry_of", [t.number for t in earlier])
+        trial_tags = {**tags, "xstilts.kind": "trial", "xstilts.trial": trial.number, "xstilts.slot": index,
+                      "xstilts.seed": train.seed}
         client = mlflow.MlflowClient(sweep.uri)
-        from sweeps.tracking.store import tracked_run
-
-        with tracked_run(sweep.uri, sweep.experiment.name, f"trial-{name}-{trial.number}", trial_tags,
+        with tracked_run(sweep.uri, sweep.experiment.name, f"trial-{study.name}-{trial.number}", trial_tags,
                          sweep.parent_run_id) as trial_run:
             trial.set_user_attr("mlflow_trial_run_id", trial_run.run_id)
-            trial_run.log_params({k: v for k, v in trial.params.items()})
-            result, reused = run_phase(kind, task, start, train, data, sweep.uri,
+            trial_run.log_params(dict(trial.params))
+            result, reused = run_phase(study.kind, study.task, start, train, study.data, sweep.uri,
                                        sweep.experiment.name, trial_run.run_id, trial_tags,
-                                       [PruneOnValidation(trial, monitor)])
+                                       [PruneOnValidation(trial, monitor_of(sweep, study))], sweep.claims)
             trial.set_user_attr("phase_run_id", result.run_id)
+            trial.set_user_attr("checkpoint", result.checkpoint_uri)
             trial_run.set_tags({"xstilts.phase_run_id": result.run_id, "xstilts.reused_phase": reused})
             client.log_metric(trial_run.run_id, "objective", result.selection_score)
             return result.selection_score
 
-    mark_abandoned_runs(study, sweep)
-    budget = TrialBudget(sweep.experiment.trials)
-    with retried_if_preempted(study, running):
-        if budget.left(study) > 0:
-            study.optimize(objective, timeout=sweep.remaining(), catch=(), callbacks=[budget])
-        wait_for_other_workers(study)
-        retries = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-        if retries:  # trials of a killed or preempted worker, queued again
-            study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
-            wait_for_other_workers(study)
-    mark_abandoned_runs(study, sweep)
-    log_study_plots(study, sweep)
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not completed:
-        log.warning("study %s has no completed trial", name)
-        return None
-    best = study.best_trial
-    from sweeps.runs.run import RunResult
+    with retried_if_preempted(optuna_study, running):
+        optuna_study.optimize(objective, n_trials=1, catch=())
 
-    result = RunResult(best.user_attrs["phase_run_id"], {})
-    return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
-                       data, sweep.uri)
+
+def fail_stale(optuna_study: optuna.Study, sweep: Sweep) -> None:
+    """Trials of dead workers: FAIL in Optuna, and their MLflow runs FAILED."""
+    optuna.storages.fail_stale_trials(optuna_study)
+    mark_abandoned_runs(optuna_study, sweep)
+
+
+def start_of(sweep: Sweep, study: Study) -> Start | None:
+    """Where a ready study starts: the encoder, or the best trial of the study it follows (None: it has none). A
+    study without result after an MLM phase starts from the encoder, as if there had been no MLM phase."""
+    if study.after is None:
+        return Start(encoder=study.encoder, key=study.encoder)
+    if study.after.name not in sweep.starts:
+        sweep.starts[study.after.name] = best_start(sweep, study.after)
+    found = sweep.starts[study.after.name]
+    if found is None and study.after.kind == "mlm":
+        return Start(encoder=study.encoder, key=study.encoder)
+    return found
+
+
+def best_start(sweep: Sweep, study: Study) -> Start | None:
+    start = start_of(sweep, study)
+    if start is None or not study.trains:
+        return None
+    optuna_study = open_study(sweep, study)
+    if not optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        log.warning("study %s has no completed trial", study.name)
+        return None
+    best = optuna_study.best_trial
+    train = suggest(optuna.trial.FixedTrial(best.params), study.space, TrainConfig(seed=study.seed))
+    result = RunResult(best.user_attrs["phase_run_id"], {}, best.user_attrs["checkpoint"])
+    return start_after(result, study.kind, study.task, start, train, study.data, sweep.uri)
+
+
+def is_done(sweep: Sweep, study: Study, states: dict[str, str]) -> bool:
+    return all(states.get(study.slot(i)) == DONE for i in range(study.budget))
+
+
+def work(sweep: Sweep, studies: list[Study]) -> None:
+    """Take any open trial slot of any ready study (one whose predecessor is done), run it, look again; wait only
+    when every open slot is held by another worker; end when every study is done or the time budget is spent."""
+    while True:
+        states = sweep.claims.states("slot:")
+        open_studies = [s for s in studies if not is_done(sweep, s, states)]
+        if not open_studies:
+            return
+        if sweep.expired():
+            sweep.cut.update(s.name for s in open_studies)
+            return
+        taken = next(((study, index) for study in open_studies
+                      if study.after is None or is_done(sweep, study.after, states)
+                      for index in range(study.budget)
+                      if states.get(study.slot(index), FREE) == FREE and sweep.claims.take(study.slot(index))),
+                     None)
+        if taken is None:  # every open slot is another worker's, or waits for a study still running
+            time.sleep(HEARTBEAT_SECONDS)
+            continue
+        study, index = taken
+        try:
+            start = start_of(sweep, study)
+            if start is not None:  # else the study it follows ended with no result: nothing to start from
+                run_slot(sweep, study, index, start)
+        except BaseException:
+            sweep.claims.end(study.slot(index), FREE)  # the next worker (or a re-run) retries it, same parameters
+            raise
+        sweep.claims.end(study.slot(index), DONE)
+        if study.trains and is_done(sweep, study, sweep.claims.states(f"slot:{study.name}#")):
+            log_study_plots(open_study(sweep, study), sweep)
 
 
 @contextmanager
 def retried_if_preempted(study: optuna.Study, running: dict[str, int]):
-    """A trial stopped by SIGTERM (its fit saved a resumable checkpoint) is failed and queued again at once, as the
-    storage's heartbeat does for a killed worker's after its grace period; the retry continues from the checkpoint."""
+    """A trial stopped by SIGTERM (its fit saved a resumable checkpoint) is failed at once, and its slot freed by the
+    caller: the next worker retries it with the same parameters and continues from the checkpoint."""
     try:
         yield
     except SystemExit as error:
@@ -243,17 +402,8 @@ def retried_if_preempted(study: optuna.Study, running: dict[str, int]):
             trial = study.get_trials(deepcopy=False)[number]
             if trial.state == optuna.trial.TrialState.RUNNING:
                 study.tell(number, state=optuna.trial.TrialState.FAIL)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-                retry(study, study.get_trials(deepcopy=False)[number])
-                log.warning("trial %d of %s stopped by SIGTERM: queued again", number, study.study_name)
+                log.warning("trial %d of %s stopped by SIGTERM: its slot is free again", number, study.study_name)
         raise
-
-
-def wait_for_other_workers(study: optuna.Study) -> None:
-    """Wait until no trial of the study is running (a killed worker's trial turns failed after its grace period)."""
-    while any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(HEARTBEAT_SECONDS)
 
 
 def mark_abandoned_runs(study: optuna.Study, sweep: Sweep) -> None:
@@ -323,38 +473,25 @@ def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
     client = mlflow.MlflowClient(uri)
     parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))
     deadline = time.time() + 60 * experiment.timeout_minutes if experiment.timeout_minutes else None
-    storage_backend = rdb_storage(storage_url(settings.storage))
+    url = storage_url(settings.storage)
+    claims = Claims(url, GRACE_SECONDS, HEARTBEAT_SECONDS)
+    sweep = Sweep(experiment, uri, rdb_storage(url), claims, parent, deadline)
+    claims.start_heartbeat()
     try:
-        for encoder in experiment.encoders:
-            for seed in experiment.seeds:
-                run_pipeline(Sweep(experiment, uri, storage_backend, parent, deadline, settings.worker_index,
-                                   encoder, seed))
+        work(sweep, study_graph(experiment))
     except BaseException:
         stopped = isinstance(sys.exc_info()[1], KeyboardInterrupt | SystemExit)  # Ctrl-C, SIGTERM
         client.set_terminated(parent, "KILLED" if stopped else "FAILED")
         raise
+    finally:
+        claims.close()
+    if sweep.cut:
+        cut = ", ".join(sorted(sweep.cut))
+        print(f"time budget of {experiment.timeout_minutes} min spent: fewer trials than asked in {cut}",
+              file=sys.stderr)
+        client.set_tag(parent, "xstilts.budget_cut", cut[:5000])
     client.set_terminated(parent, "FINISHED")
     return parent
-
-
-def run_pipeline(sweep: Sweep) -> None:
-    """MLM, intermediate sequences and the baseline, then every target from each of their best checkpoints."""
-    base = Start(encoder=sweep.encoder, key=sweep.encoder)
-    if sweep.experiment.mlm:
-        base = run_study(sweep, "mlm", sweep.experiment.mlm, base) or base
-    starts = [s for s in (_intermediate_start(sweep, seq, base) for seq in sweep.experiment.intermediates) if s]
-    for target in sweep.experiment.targets:
-        for start in starts:
-            run_study(sweep, "target", target, start)
-
-
-def _intermediate_start(sweep: Sweep, sequence: tuple[str, ...], base: Start) -> Start | None:
-    start = base
-    for task in sequence:
-        start = run_study(sweep, "intermediate", task, start)
-        if start is None:
-            return None
-    return start
 
 
 def launch_workers(experiment: Experiment, settings: SweepConfig) -> int:
