@@ -89,10 +89,10 @@ class Claims:
     def states(self, prefix: str) -> dict[str, str]:
         """Every claim under `prefix` (a study's slots) and its state; a held claim gone stale reads FREE."""
         with self.engine.connect() as connection:
-            now = self._now(connection)
-            rows = connection.execute(sa.select(CLAIMS.c.key, CLAIMS.c.state, CLAIMS.c.heartbeat)
+            stale = sa.and_(CLAIMS.c.state == HELD, CLAIMS.c.heartbeat < self._now(connection) - self.grace)
+            rows = connection.execute(sa.select(CLAIMS.c.key, sa.case((stale, FREE), else_=CLAIMS.c.state))
                                       .where(CLAIMS.c.key.startswith(prefix, autoescape=True))).all()
-        return {key: FREE if state == HELD and beat < now - self.grace else state for key, state, beat in rows}
+        return dict(rows)
 
     def beat(self) -> None:
         with self.engine.begin() as connection:
