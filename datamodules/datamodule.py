@@ -159,13 +159,16 @@ class TaskDataModule(L.LightningDataModule):
                                                              self.max_eval_examples)}
         return EvalSet(task, lang, split, examples, self.features(examples, False, name, key), key)
 
-    def check_data(self, training: bool) -> None:
+    def check_data(self, training: bool) -> int | None:
         """Load and validate, without tokenizing, every split this module reads (the preflight of a run): a bad
-        file, column, label or value fails here, before anything is created."""
+        file, column, label or value fails here, before anything is created. Returns the number of training
+        examples (None: not training, or a stream of unknown length)."""
+        count = None
         if training:
             self._require_training()
             lang = self.train_task.train_language
-            self.examples(self.train_task, "train", lang, self.max_train_examples, self.streaming)
+            rows = self.examples(self.train_task, "train", lang, self.max_train_examples, self.streaming)
+            count = None if self.streaming else len(rows)
             if self.train_task.has_split("validation"):
                 self.examples(self.train_task, "validation", lang, self.max_eval_examples)
         for split in self.eval_splits:
@@ -175,6 +178,7 @@ class TaskDataModule(L.LightningDataModule):
                 except MissingData:
                     if self.strict_languages:
                         raise
+        return count
 
     def _require_training(self) -> None:
         if not get_spec(self.task.format).trains:

@@ -180,11 +180,16 @@ def cmd_models(args) -> None:
 def cmd_sweep(args) -> None:
     from sweeps.config.flags import from_flags
     from sweeps.config.schema import SweepConfig
-    from sweeps.engine.sweep import launch_workers, preflight, run_sweep
+    from sweeps.engine.sweep import checked_sizes, launch_workers, run_sweep
 
     settings = from_flags(args, SweepConfig, {"storage": getattr(args, "storage", None) or
                                               os.environ.get(STORAGE_ENV)})
-    checked = preflight(args.experiment_file, settings)
+    checked, sizes = checked_sizes(args.experiment_file, settings)
+    if settings.plan:
+        from sweeps.engine.plan import plan
+
+        print(plan(checked, sizes, settings))
+        return
     if settings.check:
         print(f"preflight passed: {checked.summary()}")
         return

@@ -54,3 +54,34 @@ def test_paper_grid_with_all_its_data_passes_the_check_and_creates_nothing(tmp_p
     assert "preflight passed: experiment paper_grid: 18 phase tasks" in done.stdout, done.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
     print(f"preflight of the paper grid passed in {seconds:.1f} s")
+
+
+def test_paper_grid_plan_counts_its_studies_trials_and_steps_creating_nothing(tmp_path):
+    """`--plan` of the paper grid: 9 intermediate studies x 3 trials, 70 target trainings (MLQA's trained once with
+    XQuAD's: same SQuAD v1.1 training from the same start), 20 retrieval evaluations; a target's optimizer steps from
+    its training data size (XNLI trains on MNLI: 2 epochs of batches of 4, one step per 8 batches)."""
+    import math
+
+    path = paper_grid_on(FIXTURES, tmp_path)
+    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", str(path), "--plan", "--throughput", "100",
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("paper_grid/")]
+    by_name = {row[0]: row for row in rows}
+    assert len(rows) == 99
+    intermediate = [r for r in rows if "/intermediate/" in r[0]]
+    assert len(intermediate) == 9 and {r[1] for r in intermediate} == {"3"}
+    assert all(r[4] == "≤" for r in intermediate)  # epochs searched over [1, 2, 3] with a continuous lr: a bound
+    retrieval = [r for r in rows if "/bucc2018/" in r[0] or "/tatoeba/" in r[0]]
+    assert len(retrieval) == 20 and all("evaluation only" in " ".join(r) for r in retrieval)
+    trained = [r for r in rows if "/target/" in r[0] and r not in retrieval]
+    assert len(trained) == 70 and {r[1] for r in trained} == {"1"}
+    shared = [r for r in trained if "trained once with" in " ".join(r)]
+    assert sorted(r[0] for r in shared) == sorted(r[0] for r in trained if "/mlqa/" in r[0])
+    assert all(" ".join(r).count("/target/xquad/") for r in shared)
+    mnli = len((FIXTURES / "nyu-mll" / "glue" / "mnli" / "train.jsonl").read_text().splitlines())
+    assert by_name["paper_grid/target/xnli/from-none"][4] == str(math.ceil(math.ceil(mnli / 4) / 8) * 2)
+    assert "new: 117 trials" in done.stdout and "GPU-hours" in done.stdout
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()

@@ -151,6 +151,10 @@ class SweepConfig(Settings):
                                                        "in mlruns/)")
     check: bool = Field(False, description="only run the preflight: check every input of the experiment, create "
                                            "nothing")
+    plan: bool = Field(False, description="print what the sweep will do (studies, trials finished and new, steps, "
+                                          "GPU-hours) after the preflight, and create nothing")
+    throughput: float | None = Field(None, gt=0, description="--plan: training examples per second per GPU for the "
+                                                             "GPU-hours (default: measured from finished runs)")
 
 
 class RunConfig(Settings):

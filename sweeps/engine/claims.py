@@ -115,3 +115,19 @@ class Claims:
         if self._beating is not None:
             self._beating.join(timeout=self.interval + 5)
         self.engine.dispose()
+
+
+def read_states(url: str | None, prefix: str) -> dict[str, str]:
+    """The claims under `prefix` as stored (HELD, FREE, DONE), read without creating anything: {} where the database
+    or its claims table does not exist yet."""
+    if url is None or url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        return {}
+    engine = sa.create_engine(url)
+    try:
+        if not sa.inspect(engine).has_table(CLAIMS.name):
+            return {}
+        with engine.connect() as connection:
+            return dict(connection.execute(sa.select(CLAIMS.c.key, CLAIMS.c.state)
+                                           .where(CLAIMS.c.key.startswith(prefix, autoescape=True))).all())
+    finally:
+        engine.dispose()

@@ -49,8 +49,12 @@ def phase_key(kind: str, task: str, start: Start, train: TrainConfig, data: Data
 def training_key(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig) -> str:
     """The key of what a phase trains: its training task, and only the data settings training reads."""
     spec = load_registry(data.tasks_files)[task]
-    training_data = data.evolve(**{name: DataConfig.model_fields[name].default for name in EVALUATION_ONLY})
-    return phase_key(kind, spec.train_task or task, start, train, training_data)
+    return phase_key(kind, spec.train_task or task, start, train, training_data(data))
+
+
+def training_data(data: DataConfig) -> DataConfig:
+    """The data settings training reads: the evaluation-only ones at their defaults."""
+    return data.evolve(**{name: DataConfig.model_fields[name].default for name in EVALUATION_ONLY})
 
 
 def find_finished(client, experiment: str, key: str, tag: str = "xstilts.phase_key"):

@@ -49,9 +49,12 @@ GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def storage_url(explicit: str | None) -> str:
+def storage_url(explicit: str | None, create: bool = True) -> str | None:
+    """The Optuna storage's URL; with create=False, None where the default sqlite file does not exist yet."""
     if explicit:
         return database_url(explicit)
+    if not create:
+        return f"sqlite:///{default_store() / 'optuna.db'}" if (default_store() / "optuna.db").exists() else None
     default_store().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{default_store() / 'optuna.db'}"
 
@@ -445,6 +448,11 @@ def log_study_plots(study: optuna.Study, sweep: Sweep) -> None:
 def preflight(path: str | Experiment, settings: SweepConfig) -> Experiment:
     """Every input of the sweep checked before anything is created: the experiment file, the stores (they answer
     within seconds), the cache, the encoders, and the data of every phase task (local files first, then every row)."""
+    return checked_sizes(path, settings)[0]
+
+
+def checked_sizes(path: str | Experiment, settings: SweepConfig) -> tuple[Experiment, dict[str, int | None]]:
+    """The preflight, and the number of training examples of each phase task it counted on the way."""
     from lightning_modules.encoders import resolve
     from sweeps.config import RunConfig
     from sweeps.runs.preflight import check_cache, check_files, check_run, check_storage, check_tracking
@@ -460,9 +468,11 @@ def preflight(path: str | Experiment, settings: SweepConfig) -> Experiment:
         check_files(config)
     for encoder in experiment.encoders:
         resolve(encoder)
+    sizes = {}
     for config in configs:
-        check_run(config, training=get_spec(load_registry(config.data.tasks_files)[config.task].format).trains)
-    return experiment
+        trains = get_spec(load_registry(config.data.tasks_files)[config.task].format).trains
+        sizes[config.task] = check_run(config, training=trains).train_examples
+    return experiment, sizes
 
 
 def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:

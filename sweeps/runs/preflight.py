@@ -33,6 +33,7 @@ class Prepared:
     task: TaskSpec
     train_task: TaskSpec
     registry: dict
+    train_examples: int | None = None  # known once the data is checked (None: not training, or streamed)
 
 
 def check_files(config: RunConfig) -> None:
@@ -77,8 +78,7 @@ def check_run(config: RunConfig, training: bool = True) -> Prepared:
     resolve(config.encoder)
     train_task = registry[task.train_task] if task.train_task else task
     prepared = Prepared(task, train_task, registry)
-    check_data(config.data, prepared, training)
-    return prepared
+    return replace(prepared, train_examples=check_data(config.data, prepared, training))
 
 
 def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
@@ -90,8 +90,9 @@ def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
         raise PreflightError(f"--dictionary {data.perturb_dictionary} does not exist")
 
 
-def check_data(data: DataConfig, prepared: Prepared, training: bool) -> None:
-    """Every split the run reads, loaded and validated row by row (no tokenizing): files, columns, labels, types."""
+def check_data(data: DataConfig, prepared: Prepared, training: bool) -> int | None:
+    """Every split the run reads, loaded and validated row by row (no tokenizing): files, columns, labels, types;
+    returns the number of training examples."""
     from datamodules.datamodule import TaskDataModule
     from lightning_modules.formats import get_format
 
@@ -100,7 +101,7 @@ def check_data(data: DataConfig, prepared: Prepared, training: bool) -> None:
                             eval_languages=list(data.languages) or None, eval_splits=data.eval_splits,
                             streaming=data.streaming, max_train_examples=data.max_train_examples,
                             max_eval_examples=data.max_eval_examples)
-    module.check_data(training)
+    return module.check_data(training)
 
 
 def local_encoder(name: str, uri: str) -> str:

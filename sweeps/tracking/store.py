@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -46,6 +47,21 @@ def tracking_uri(explicit: str | None = None) -> str:
         return database_url(os.environ["MLFLOW_TRACKING_URI"])
     default_store().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{default_store() / 'mlflow.db'}"
+
+
+def store_exists(uri: str) -> bool:
+    """Whether a tracking store holds MLflow's tables already (looked at without creating them); a server: yes."""
+    if not re.match(r"^[a-z]+(\+[a-z0-9_]+)?://", uri) or uri.startswith(("http://", "https://", "databricks")):
+        return True
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return False
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(uri)
+    try:
+        return sa.inspect(engine).has_table("experiments")
+    finally:
+        engine.dispose()
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
