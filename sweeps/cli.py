@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="run or resume the Optuna sweep of an experiment file")
     sweep.add_argument("experiment_file")
     add_flags(sweep, SweepConfig, "sweep")
-    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir"))
+    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir", "artifact_root"))
     add_flags(sweep, ResumeConfig, "preemption")
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
@@ -106,7 +106,8 @@ def _run_config(args):
 
     return RunConfig(task=getattr(args, "task", "") or "", encoder=getattr(args, "encoder", "tiny-xlmr"),
                      data=from_flags(args, DataConfig), train=from_flags(args, TrainConfig),
-                     **from_flags(args, TrackingConfig).model_dump(), **from_flags(args, ResumeConfig).model_dump())
+                     **from_flags(args, TrackingConfig).model_dump(exclude={"artifact_root"}),  # the environment's
+                     **from_flags(args, ResumeConfig).model_dump())
 
 
 def _tracking_uri(args) -> str:
@@ -385,10 +386,14 @@ def settings_to_environment(args) -> None:
     from sweeps.config.schema import ResumeConfig, TrackingConfig
     from sweeps.tracking import faults
 
-    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir"))
+    from sweeps.tracking.store import ARTIFACT_ROOT_ENV
+
+    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir", "artifact_root"))
     faults.configure(tracking.tracking_timeout)
     if tracking.spool_dir:
         os.environ["XSTILTS_SPOOL"] = tracking.spool_dir
+    if tracking.artifact_root:
+        os.environ[ARTIFACT_ROOT_ENV] = tracking.artifact_root
     resume = from_flags(args, ResumeConfig)
     for name, variable in RESUME_ENVIRONMENT.items():
         if getattr(resume, name) is not None:

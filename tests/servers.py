@@ -163,8 +163,9 @@ class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (its own process group: its workers go with it), against a sqlite store and
     an artifact folder that outlive it, so that it can be killed and started again on the same port."""
 
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, backend: str | None = None):
         self.folder, self.port = Path(folder), port or free_port()
+        self.backend = backend or f"sqlite:///{self.folder / 'server.db'}"
         self.process: subprocess.Popen | None = None
         self.address = f"http://127.0.0.1:{self.port}"
 
@@ -172,8 +173,8 @@ class MlflowServer:
         import sys
         import urllib.request
 
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                   f"sqlite:///{self.folder / 'server.db'}", "--artifacts-destination", str(self.folder / "artifacts"),
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
+                   "--artifacts-destination", str(self.folder / "artifacts"),
                    "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.log = (self.folder / "server.log").open("a")

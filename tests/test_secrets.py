@@ -78,7 +78,8 @@ def test_sweep_workers_and_ui_server_get_no_password_on_their_command_line(tmp_p
     path = tmp_path / "secrets.yaml"
     path.write_text(EXPERIMENT)
     sweep = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "sweep", str(path), "--workers", "2",
-                              "--storage", storage, "--tracking-uri", uri], cwd=tmp_path, start_new_session=True,
+                              "--storage", storage, "--tracking-uri", uri, "--artifact-root",
+                              str(tmp_path / "artifacts")], cwd=tmp_path, start_new_session=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def workers_started():

@@ -123,6 +123,9 @@ class TrackingConfig(Settings):
                                            "(default: $XSTILTS_TRACKING_TIMEOUT, else 60)")
     spool_dir: str | None = Field(None, description="where a run waits while the tracking store is out of reach "
                                                     "(default: $XSTILTS_SPOOL, else <xstilts cache>/spool)")
+    artifact_root: str | None = Field(None, description="where a database tracking store (postgresql://…) keeps "
+                                      "new experiments' checkpoints: a folder every host mounts, or s3://…, gs://… "
+                                      "(default: $XSTILTS_ARTIFACT_ROOT; a server decides for itself)")
 
     @field_validator("experiment")
     @classmethod

@@ -305,7 +305,7 @@ def run_slot(sweep: Sweep, study: Study, index: int, start: Start) -> None:
         if earlier:
             trial.set_user_attr("retry_of", [t.number for t in earlier])
         trial_tags = {**tags, "xstilts.kind": "trial", "xstilts.trial": trial.number, "xstilts.slot": index,
-                      "xstilts.seed": train.seed}
+                      "xstilts.seed": train.seed, "xstilts.worker": sweep.claims.owner}
         client = mlflow.MlflowClient(sweep.uri)
         with tracked_run(sweep.uri, sweep.experiment.name, f"trial-{study.name}-{trial.number}", trial_tags,
                          sweep.parent_run_id) as trial_run:
@@ -455,10 +455,12 @@ def checked_sizes(path: str | Experiment, settings: SweepConfig) -> tuple[Experi
     """The preflight, and the number of training examples of each phase task it counted on the way."""
     from lightning_modules.encoders import resolve
     from sweeps.config import RunConfig
-    from sweeps.runs.preflight import check_cache, check_files, check_run, check_storage, check_tracking
+    from sweeps.runs.preflight import (check_artifacts, check_cache, check_files, check_run, check_storage,
+                                      check_tracking)
 
     experiment = path if isinstance(path, Experiment) else load_experiment(path)
     check_tracking(tracking_uri(settings.tracking_uri))
+    check_artifacts(tracking_uri(settings.tracking_uri))
     check_storage(storage_url(settings.storage))
     check_cache()
     configs = [RunConfig(task=task, encoder=experiment.encoders[0],

@@ -135,6 +135,17 @@ def check_tracking(uri: str) -> None:
         _check_database(uri, "--tracking-uri", unavailable=True)
 
 
+def check_artifacts(uri: str) -> None:
+    """A command that writes runs to a database store knows where their artifacts go: MLflow would silently write
+    each host's checkpoints to its own ./mlruns."""
+    from sweeps.tracking.store import artifact_root
+
+    if _scheme(uri) not in ("sqlite", "http", "https", "file") and artifact_root() is None:
+        raise PreflightError(f"--tracking-uri {shown(uri)} has no place for checkpoints: MLflow would write each "
+                             f"host's to its own ./mlruns; give --artifact-root (a folder every host mounts, or "
+                             f"s3://…) or use an mlflow server with proxied artifacts (--tracking-uri http://…)")
+
+
 def check_storage(url: str) -> None:
     """The Optuna storage (an RDB) answers within CONNECT_SECONDS."""
     scheme = _scheme(url)

@@ -13,7 +13,7 @@ from pathlib import Path
 from datamodules.tasks import TaskSpec
 from lightning_modules.formats import get_spec
 from sweeps.config import DataConfig, RunConfig
-from sweeps.runs.preflight import Prepared, check_run, check_tracking, local_encoder
+from sweeps.runs.preflight import Prepared, check_artifacts, check_run, check_tracking, local_encoder
 
 
 @dataclass
@@ -105,6 +105,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
     check_tracking(uri)
+    check_artifacts(uri)
     config = config.evolve(encoder=local_encoder(config.encoder, uri))
     prepared = check_run(config)
     fmt = get_format(prepared.task.format)
@@ -225,6 +226,7 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
     check_tracking(uri)
+    check_artifacts(uri)
     names_checkpoint = is_tracked(checkpoint) or Path(checkpoint, "xstilts.json").exists()
     folder = local_checkpoint(checkpoint, uri) if names_checkpoint else None
     meta = read_meta(folder) if folder and is_checkpoint(folder) else None

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+ARTIFACT_ROOT_ENV = "XSTILTS_ARTIFACT_ROOT"
+
+
 def project_root() -> Path:
     """The checkout holding this package, or the working directory for an installed copy."""
     return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
@@ -64,8 +67,20 @@ def store_exists(uri: str) -> bool:
         engine.dispose()
 
 
+def artifact_root() -> str | None:
+    """The artifact root given by --artifact-root (through the environment, so that sweep workers see it too)."""
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if not root:
+        return None
+    return root.rstrip("/") if re.match(r"^[a-z0-9]+://", root) else Path(root).resolve().as_uri()
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifacts of a sqlite store live beside its database; a server or other database decides for itself."""
+    """A new experiment's artifacts: under the artifact root if one is given; else beside a sqlite store's database;
+    a server decides for itself (proxied artifacts). A database store needs a root (preflight checks it): MLflow
+    would put each host's artifacts in its own working directory."""
+    if artifact_root():
+        return f"{artifact_root()}/{experiment}"
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment).resolve().as_uri()
