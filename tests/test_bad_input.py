@@ -298,6 +298,8 @@ SWEEPS = [
     (GOOD, ["--gpus", "0,1,0"], ["--gpus 0,1,0: names a GPU twice"]),
     (GOOD, ["--gpus", "0,1,2", "--workers", "2"], ["--workers 2 cannot share --gpus 0,1,2 evenly (3 GPUs)"]),
     (GOOD, ["--gpus", "0", "--workers", "2"], ["--workers 2 cannot share --gpus 0 evenly (1 GPU)"]),
+    (GOOD.replace("epochs: 1", "epochs: 1, num_nodes: 2"), [],
+     ["train.target.num_nodes 2: a sweep's phases train on one machine each; valid: 1"]),
     (GOOD.replace("epochs: 1", "epochs: 1, strategy: deepspeed"), [],
      ["train.target.strategy", "deepspeed", "auto, ddp, fsdp"]),
     (GOOD, ["--tracking-timeout", "0"], ["--tracking-timeout 0", "> 0"]),
