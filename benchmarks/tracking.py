@@ -16,7 +16,6 @@ hold against the 3% target. Writes benchmarks/results/tracking-<model>.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import inspect
 import resource
@@ -42,28 +41,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     _common.add_threads_option(parser)
     return parser.parse_args()
-
-
-class NullRun:
-    """A tracked run that records nothing: `fit` with logging off."""
-
-    run_id = "off"
-
-    def __getattr__(self, name):
-        if name.startswith(("log_", "set_")):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
-
-    def lightning_logger(self):
-        return False
-
-    def artifact_folder(self, artifact_path):
-        return None  # the checkpoint is written to a temporary folder, as for a tracking server
-
-
-@contextlib.contextmanager
-def untracked_run(*args, **kwargs):
-    yield NullRun()
 
 
 class TrackingTime:
@@ -113,7 +90,7 @@ def timed_fit(config, tracking: bool, tracking_time: TrackingTime) -> tuple[floa
 
     original = sweeps.tracking.store.tracked_run
     if not tracking:
-        sweeps.tracking.store.tracked_run = untracked_run
+        sweeps.tracking.store.tracked_run = sweeps.tracking.store.untracked_run
     try:
         tracking_time.seconds, tracking_time.by_call = 0.0, {}
         start, cpu_start = time.perf_counter(), cpu_seconds()

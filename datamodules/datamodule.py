@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.resumable import ResumableLoader, ShuffledBatches
+from datamodules.resumable import EpochBatches, ResumableLoader, ShuffledBatches
 from datamodules.pools import is_pool, limit_sources, with_calibration
 from datamodules.sources import MissingData, collect_labels, load_split, split_key
 from datamodules.tasks import TaskError, TaskSpec
@@ -261,15 +261,20 @@ class TaskDataModule(L.LightningDataModule):
             self.selection_set.split = SELECTION_SPLIT
 
     def train_dataloader(self):
+        """Each rank of a distributed fit gets its share of every epoch's batches (EpochBatches.shard); Lightning's
+        own distributed sampler is off (evaluation sets stay whole on every rank)."""
         collate = self.fmt.collator(self.tokenizer, self.settings, training=True)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if world > 1 and self.streaming:
+            raise ValueError("a streamed training set cannot be shared between the ranks of a distributed fit")
         if self.group_by_length:
             sampler = LengthGroupedBatches(feature_lengths(self.train_features, self.fmt.length_column),
                                            self.batch_size, seed=self.seed)
-            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
+            return ResumableLoader(self.train_features, sampler.shard(rank, world), collate_fn=collate,
                                    **self._loader_options(persistent=True))
         if self.seed is not None and not self.streaming:  # a stream has no position to resume from
             sampler = ShuffledBatches(len(self.train_features), self.batch_size, self.seed)
-            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
+            return ResumableLoader(self.train_features, sampler.shard(rank, world), collate_fn=collate,
                                    **self._loader_options(persistent=True))
         return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
                           collate_fn=collate, **self._loader_options(persistent=True))
@@ -316,21 +321,18 @@ def feature_lengths(features, column: str) -> list[int]:
     return lengths.tolist()
 
 
-class LengthGroupedBatches:
+class LengthGroupedBatches(EpochBatches):
     """Batches of similar lengths, for less padding: each epoch shuffles the examples, cuts them into mega-batches
     of `mega_batches` batches, sorts each mega-batch by length and cuts it into batches, and shuffles the batches.
     Every example is used once per epoch; each batch still comes from a random part of the data."""
 
     def __init__(self, lengths: list[int], batch_size: int, mega_batches: int = 50, seed: int | None = None):
+        super().__init__(-(-len(lengths) // batch_size))
         self.lengths, self.batch_size, self.mega = lengths, batch_size, batch_size * mega_batches
         # default: from the global generator (seed_everything)
         self.seed = int(torch.randint(2 ** 31, ())) if seed is None else seed
-        self.epoch, self.skip = 0, 0  # the next epoch, and the batches of it already trained on (resumed fits)
 
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def batches(self, epoch: int) -> list[list[int]]:
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         batches = []
@@ -338,8 +340,3 @@ class LengthGroupedBatches:
             group = sorted(order[start: start + self.mega], key=self.lengths.__getitem__, reverse=True)
             batches += [group[i: i + self.batch_size] for i in range(0, len(group), self.batch_size)]
         return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
-
-    def __iter__(self):
-        epoch, skip = self.epoch, self.skip
-        self.epoch, self.skip = epoch + 1, 0
-        yield from self.batches(epoch)[skip:]

@@ -9,19 +9,33 @@ import torch
 from torch.utils.data import DataLoader
 
 
-class ShuffledBatches:
-    """Batches of indices, shuffled each epoch from (seed, epoch)."""
+class EpochBatches:
+    """A batch sampler whose batches are a function of the epoch (`epoch_batches`), resumable from (epoch, skip).
 
-    def __init__(self, size: int, batch_size: int, seed: int):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.epoch, self.skip = 0, 0
+    In a distributed fit each rank takes every `world`-th batch of the epoch, starting at its `rank`; the epoch's
+    batches are repeated from its start up to a multiple of `world`, so that every rank has as many (each training
+    step waits for all ranks)."""
+
+    rank, world = 0, 1
+
+    def __init__(self, batches_per_epoch: int):
+        self.batches_per_epoch = batches_per_epoch
+        self.epoch, self.skip = 0, 0  # the next epoch, and the batches of it already trained on (resumed fits)
+
+    def shard(self, rank: int, world: int) -> EpochBatches:
+        self.rank, self.world = rank, world
+        return self
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        return -(-self.batches_per_epoch // self.world)
 
     def batches(self, epoch: int) -> list[list[int]]:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-        return [order[i: i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        """This rank's batches of `epoch`."""
+        every = self.epoch_batches(epoch)
+        return [every[index % len(every)] for index in range(self.rank, len(self) * self.world, self.world)]
 
     def __iter__(self):
         epoch, skip = self.epoch, self.skip
@@ -29,9 +43,21 @@ class ShuffledBatches:
         yield from self.batches(epoch)[skip:]
 
 
+class ShuffledBatches(EpochBatches):
+    """Batches of indices, shuffled each epoch from (seed, epoch)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        super().__init__(-(-size // batch_size))
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        return [order[i: i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+
+
 class ResumableLoader(DataLoader):
-    """A DataLoader over a batch sampler with `epoch`, `skip` and `batches(epoch)` (ShuffledBatches,
-    LengthGroupedBatches) whose position — epoch and batches handed out — is its state."""
+    """A DataLoader over an EpochBatches sampler (ShuffledBatches, LengthGroupedBatches) whose position — epoch and
+    batches handed out — is its state."""
 
     def __init__(self, dataset, batch_sampler, **options):
         super().__init__(dataset, batch_sampler=batch_sampler, **options)

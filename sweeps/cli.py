@@ -152,6 +152,8 @@ def cmd_fit(args) -> None:
     from sweeps.runs.run import fit
 
     result = fit(_run_config(args))
+    if result is None:  # a rank other than 0 of a fit that srun or torchrun started on every rank
+        return
     print_scores(result.scores)
     print(f"\nMLflow run {result.run_id}; checkpoint {result.checkpoint_uri}")
 
@@ -180,11 +182,15 @@ def cmd_models(args) -> None:
 
 def cmd_sweep(args) -> None:
     from sweeps.config.flags import from_flags
-    from sweeps.config.schema import SweepConfig
+    from sweeps.config.schema import SweepConfig, gpu_ids
+    from sweeps.engine.devices import worker_devices
     from sweeps.engine.sweep import checked_sizes, launch_workers, run_sweep
 
     settings = from_flags(args, SweepConfig, {"storage": getattr(args, "storage", None) or
                                               os.environ.get(STORAGE_ENV)})
+    if settings.gpus and not hasattr(args, "workers"):  # one worker per GPU
+        settings = settings.evolve(workers=len(gpu_ids(settings.gpus)))
+    shares = worker_devices(settings.gpus, settings.workers) if settings.gpus else None
     checked, sizes = checked_sizes(args.experiment_file, settings)
     if settings.plan:
         from sweeps.engine.plan import plan
@@ -199,6 +205,8 @@ def cmd_sweep(args) -> None:
         if code:
             raise RuntimeError(f"a sweep worker exited with status {code}")
         return
+    if shares:
+        os.environ["CUDA_VISIBLE_DEVICES"] = shares[0]
     parent = run_sweep(checked, settings)
     print(f"sweep finished: MLflow parent run {parent}")
 

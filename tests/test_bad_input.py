@@ -66,6 +66,9 @@ FIT_SETTINGS = [
     (["--seed", "-1"], ["--seed -1", ">= 0"]),
     (["--tuning", "bogus"], ["--tuning bogus", "one of full, frozen_embeddings, lora, ia3"]),
     (["--lora-rank", "0"], ["--lora-rank 0", ">= 1"]),
+    (["--devices", "0"], ["--devices 0", ">= 1"]),
+    (["--num-nodes", "0"], ["--num-nodes 0", ">= 1"]),
+    (["--strategy", "deepspeed"], ["--strategy deepspeed", "one of auto, ddp, fsdp"]),
     (["--max-length", "0"], ["--max-length 0", ">= 8"]),
     (["--max-length", "4"], ["--max-length 4", ">= 8"]),
     (["--doc-stride", "0"], ["--doc-stride 0", ">= 1"]),
@@ -120,6 +123,9 @@ FIT_INPUTS = [
      ["runs:/0123456789abcdef0123456789abcdef/checkpoint"]),
     (["pawsx", "--data-dir", "fixtures", "--tracking-uri", "foo://bar"],
      ["--tracking-uri foo://bar: unsupported scheme 'foo'; valid: sqlite"]),
+    # found by the child process that starts a distributed fit's ranks, and passed on as the same one line
+    (["pawsx", "--data-dir", "fixtures", "--streaming", "--devices", "2"],
+     ["--streaming with --devices 2 --num-nodes 1", "valid: one device"]),
 ]
 
 
@@ -288,6 +294,14 @@ SWEEPS = [
     (GOOD, ["--storage", f"postgresql://user:{SECRET}@127.0.0.1:1/optuna"],
      ["--storage postgresql://user:***@127.0.0.1:1/optuna: cannot connect within"]),
     (GOOD, ["--workers", "0"], ["--workers 0", ">= 1"]),
+    (GOOD, ["--gpus", "0,x"], ["--gpus 0,x: 'x' is not a GPU; valid: comma-separated GPU indices"]),
+    (GOOD, ["--gpus", "0,1,0"], ["--gpus 0,1,0: names a GPU twice"]),
+    (GOOD, ["--gpus", "0,1,2", "--workers", "2"], ["--workers 2 cannot share --gpus 0,1,2 evenly (3 GPUs)"]),
+    (GOOD, ["--gpus", "0", "--workers", "2"], ["--workers 2 cannot share --gpus 0 evenly (1 GPU)"]),
+    (GOOD.replace("epochs: 1", "epochs: 1, num_nodes: 2"), [],
+     ["train.target.num_nodes 2: a sweep's phases train on one machine each; valid: 1"]),
+    (GOOD.replace("epochs: 1", "epochs: 1, strategy: deepspeed"), [],
+     ["train.target.strategy", "deepspeed", "auto, ddp, fsdp"]),
     (GOOD, ["--tracking-timeout", "0"], ["--tracking-timeout 0", "> 0"]),
     (GOOD, ["--checkpoint-every-steps", "0"], ["--checkpoint-every-steps 0", ">= 1"]),
 ]

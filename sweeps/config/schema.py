@@ -20,6 +20,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "datamodules" / "fixtures"
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
 SPLITS = ("train", "validation", "test")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=-]*$")
+GPU_ID = re.compile(r"^(\d+|(GPU|MIG)-[A-Za-z0-9/-]+)$")  # what CUDA_VISIBLE_DEVICES takes: index or UUID
 
 
 def flag(name: str) -> str:
@@ -32,6 +33,27 @@ def safe_name(value: str, what: str) -> str:
         raise ValueError(f"{what} {value!r} is not a safe name: letters, digits and . _ + @ = - only, starting "
                          f"with a letter or digit, no '..' or '/'")
     return value
+
+
+def gpu_ids(value: str) -> list[str]:
+    """The GPUs of a `--gpus` list ('0,1,2,3', or GPU-/MIG- UUIDs), each once."""
+    ids = [part.strip() for part in str(value).split(",")]
+    wrong = next((part for part in ids if not GPU_ID.match(part)), None)
+    if wrong is not None:
+        raise ValueError(f"{wrong!r} is not a GPU; valid: comma-separated GPU indices (0,1,2,3) or GPU-/MIG- UUIDs, "
+                         f"as CUDA_VISIBLE_DEVICES takes them")
+    if len(set(ids)) < len(ids):
+        raise ValueError("names a GPU twice")
+    return ids
+
+
+def gpu_list(value):
+    """A `gpus` setting as given in YAML (0, [0, 1], "0,1") or on the command line, as one checked string."""
+    if value is None:
+        return None
+    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    gpu_ids(text)
+    return text
 
 
 class Settings(BaseModel):
@@ -104,6 +126,12 @@ class TrainConfig(Settings):
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less "
                                                             "memory, more time")
+    devices: int = Field(1, ge=1, le=1024, description="devices (GPUs, or CPU processes) of this run per node; "
+                                                       "above 1 a distributed fit: the batch size is per device")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", description="Lightning's strategy for several devices "
+                                                     "(auto: ddp)")
+    num_nodes: int = Field(1, ge=1, le=1024, description="machines of this run (one rank per device on each, "
+                                                         "started by srun or torchrun)")
 
     @field_validator("max_steps")
     @classmethod
@@ -158,6 +186,14 @@ class SweepConfig(Settings):
                                           "GPU-hours) after the preflight, and create nothing")
     throughput: float | None = Field(None, gt=0, description="--plan: training examples per second per GPU for the "
                                                              "GPU-hours (default: measured from finished runs)")
+    gpus: str | None = Field(None, description="GPUs of this machine for the sweep's workers, e.g. 0,1,2,3: each "
+                                               "worker gets its share as CUDA_VISIBLE_DEVICES (default --workers: "
+                                               "one per GPU)")
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value):
+        return gpu_list(value)
 
 
 class RunConfig(Settings):

@@ -149,6 +149,9 @@ def _check_space(path, where: str, spaces: dict, extra_keys=()) -> None:
             values = [space]
         for value in values:
             validate(TrainConfig, {name: value}, lambda loc: f"{path}: {where}.{name}")
+        if name == "num_nodes" and values != [1]:  # a sweep worker's phase trains on its own machine
+            _fail(path, f"{where}.num_nodes {space}: a sweep's phases train on one machine each; valid: 1 (train a "
+                        f"run across machines with `srun xstilts fit … --num-nodes N`)")
 
 
 def _intermediates(path, phases: Phases) -> tuple[tuple[str, ...], ...]:

@@ -36,6 +36,7 @@ from lightning_modules.formats import get_spec
 from sweeps.config import DataConfig, SweepConfig, TrainConfig
 from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
 from sweeps.engine.claims import DONE, FREE, Claims
+from sweeps.engine.devices import worker_environments
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.runs.preemption import preempted
@@ -517,11 +518,12 @@ def launch_workers(experiment: Experiment, settings: SweepConfig) -> int:
     from sweeps.children import start_group, stop_group
 
     command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(experiment.path)), "--workers", "1"]
-    environment = {**os.environ, STORAGE_ENV: storage, TRACKING_ENV: uri}
+    environments = worker_environments({**os.environ, STORAGE_ENV: storage, TRACKING_ENV: uri}, settings.gpus,
+                                       settings.workers)
     processes = []
     try:
         for index in range(settings.workers):
-            processes.append(start_group(command + ["--worker-index", str(index)], env=environment))
+            processes.append(start_group(command + ["--worker-index", str(index)], env=environments[index]))
             time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
         return max(p.wait() for p in processes)
     finally:  # stopped (Ctrl-C, SIGTERM) or done: each worker saves its checkpoint and ends, its children with it

@@ -75,6 +75,9 @@ def check_run(config: RunConfig, training: bool = True) -> Prepared:
                           f"{config.data.max_length}: the windows of a long context overlap by the stride")
     if training and config.data.streaming and config.train.max_steps < 1:
         raise ConfigError("--streaming needs --max-steps: a stream's length is not known in advance")
+    if training and config.data.streaming and config.train.devices * config.train.num_nodes > 1:
+        raise ConfigError(f"--streaming with --devices {config.train.devices} --num-nodes {config.train.num_nodes}: "
+                          f"a stream cannot be shared out between the ranks of a distributed fit; valid: one device")
     resolve(config.encoder)
     train_task = registry[task.train_task] if task.train_task else task
     prepared = Prepared(task, train_task, registry)

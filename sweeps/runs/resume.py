@@ -31,6 +31,7 @@ from pathlib import Path
 import lightning as L
 
 from sweeps.runs import preemption
+from sweeps.runs.distributed import RESUME_FOLDER_ENV
 
 log = logging.getLogger(__name__)
 ENV_CHECKPOINT_DIR = "XSTILTS_CHECKPOINT_DIR"
@@ -53,11 +54,17 @@ def resume_key(params: dict) -> str:
 
 class ResumeFolder:
     """The folder of one fit configuration's checkpoints, held (flock) by the process training it: a second process
-    running the same configuration at the same time trains from scratch in a folder of its own."""
+    running the same configuration at the same time trains from scratch in a folder of its own.
 
-    def __init__(self, root: Path, key: str):
+    The ranks other than 0 of a distributed fit (`held=False`) only read the folder rank 0 holds: the one it named
+    in their environment (sweeps/runs/distributed.py), else the configuration's (on a shared disk across machines)."""
+
+    def __init__(self, root: Path, key: str, held: bool = True):
         self.key = key
         self.folder = root / key
+        if not held:
+            self.folder, self._lock = Path(os.environ.get(RESUME_FOLDER_ENV) or self.folder), None
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = (self.folder / "lock").open("a")
         try:
@@ -104,7 +111,7 @@ class ResumeFolder:
         self.release()
 
     def release(self) -> None:
-        if not self._lock.closed:
+        if self._lock is not None and not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
@@ -174,8 +181,9 @@ class ResumableCheckpoints(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             return  # training is over: nothing to resume
-        # after a SIGTERM Lightning stops once this batch (and a validation due now) is done: save it here
-        if self._pending or trainer.received_sigterm or self._due(trainer):
+        # after a SIGTERM Lightning stops once this batch (and a validation due now) is done: save it here. Rank 0
+        # decides for all ranks of a distributed fit (every rank takes part in writing a checkpoint)
+        if trainer.strategy.broadcast(self._pending or trainer.received_sigterm or self._due(trainer)):
             self._pending = self._validation_follows(trainer)
             if not self._pending:
                 self.save(trainer)
@@ -197,10 +205,11 @@ class ResumableCheckpoints(L.Callback):
 
     def save(self, trainer) -> None:
         partial = self.folder.last.with_suffix(".partial")
-        trainer.save_checkpoint(partial)
-        os.replace(partial, self.folder.last)
-        state = {"run_id": self.run_id, "step": trainer.global_step, "saved_at": time.time()}
-        (self.folder.folder / STATE).write_text(json.dumps(state))
+        trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes it
+        if trainer.is_global_zero:
+            os.replace(partial, self.folder.last)
+            state = {"run_id": self.run_id, "step": trainer.global_step, "saved_at": time.time()}
+            (self.folder.folder / STATE).write_text(json.dumps(state))
         self._last_step, self._last_time = trainer.global_step, time.monotonic()
         self.saved_step = trainer.global_step
         log.info("resumable checkpoint at step %d: %s", trainer.global_step, self.folder.last)
@@ -220,17 +229,17 @@ class Resume:
     """One fit's resumable state: where its checkpoints go, the one it starts from (if any), and its callback."""
 
     def __init__(self, run, params: dict, seed: int, checkpoint_dir: str | None = None,
-                 every_steps: int | None = None, every_minutes: float | None = None):
+                 every_steps: int | None = None, every_minutes: float | None = None, rank: int = 0):
         self.run = run
-        self.folder = ResumeFolder(checkpoint_root(checkpoint_dir), resume_key(params))
-        reachable = getattr(run, "client", None) is not None and getattr(run, "offline", None) is None
-        if self.folder.state() is None and reachable:  # (a benchmark's run that records nothing has no store)
+        self.folder = ResumeFolder(checkpoint_root(checkpoint_dir), resume_key(params), held=rank == 0)
+        reachable = run.client is not None and run.offline is None
+        if self.folder.state() is None and reachable:  # (an untracked run has no store: see UntrackedRun)
             try:
                 self.folder.fetch(run.client, [run.client.get_run(run.run_id).info.experiment_id])
             except Exception as error:  # noqa: BLE001 - without it the fit starts from step 0, as it would anyway
                 log.warning("no checkpoint fetched from the store: %s", error)
         self.resumed = self.folder.state()
-        if self.resumed is None:  # what a fit that never reached a checkpoint left
+        if self.resumed is None and rank == 0:  # what a fit that never reached a checkpoint left
             shutil.rmtree(self.folder.folder / "selection", ignore_errors=True)
         tags = {"xstilts.resume_key": self.folder.key}
         if self.resumed is not None:

@@ -5,6 +5,8 @@ before the MLflow run starts (sweeps/runs/preflight.py); what fails after it sta
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -14,6 +16,8 @@ from datamodules.tasks import TaskSpec
 from lightning_modules.formats import get_spec
 from sweeps.config import DataConfig, RunConfig
 from sweeps.runs.preflight import Prepared, check_artifacts, check_run, check_tracking, local_encoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,8 +52,13 @@ def _robustness(data: DataConfig, prepared: Prepared):
 
 
 def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
+    """The Lightning Trainer of a run; on several devices (sweeps/runs/distributed.py) every rank validates on the
+    whole English validation set (the training batches are shared out by the datamodule), so that every rank selects
+    the same checkpoint."""
     import lightning as L
     from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from sweeps.runs.distributed import strategy
 
     train = config.train
     periodic = train.eval_every is not None and has_validation
@@ -57,8 +66,8 @@ def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
     bar = [TQDMProgressBar(refresh_rate=10)] if sys.stderr.isatty() else []
     return L.Trainer(
         max_epochs=train.epochs, max_steps=train.max_steps, accumulate_grad_batches=train.accumulate,
-        precision=train.precision, logger=logger, callbacks=[*callbacks, *bar], accelerator="auto", devices=1,
-        val_check_interval=train.eval_every if periodic else None,
+        precision=train.precision, logger=logger, callbacks=[*callbacks, *bar], accelerator="auto",
+        **strategy(train), use_distributed_sampler=False, val_check_interval=train.eval_every if periodic else None,
         check_val_every_n_epoch=None if periodic else 1, limit_val_batches=1.0 if has_validation else 0,
         num_sanity_val_steps=0, log_every_n_steps=10, enable_model_summary=False, deterministic=False,
         enable_progress_bar=bool(bar))
@@ -84,23 +93,50 @@ def _checkpoint_meta(config: RunConfig, prepared: Prepared, labels, run_id: str)
             "max_length": config.data.max_length, "doc_stride": config.data.doc_stride, "run_id": run_id}
 
 
-def fit(config: RunConfig, callbacks=()) -> RunResult:
+def fit(config: RunConfig, callbacks=()) -> RunResult | None:
     """Train on the task's English data, select on English validation, evaluate every language.
 
-    `callbacks` are extra Lightning callbacks (a sweep's pruning callback)."""
+    `callbacks` are extra Lightning callbacks (a sweep's pruning callback). A fit on several devices trains in a child
+    process unless a launcher started this process as one of its ranks (sweeps/runs/distributed.py); `callbacks` do
+    not reach that child (a multi-device phase of a sweep is not pruned). A rank other than 0 returns None."""
+    from sweeps.runs import distributed
+
+    if distributed.world_size(config.train) > 1 and not distributed.started_as_rank(config.train):
+        if callbacks:
+            log.warning("a fit on %d devices is not pruned: it trains in a child process",
+                        distributed.world_size(config.train))
+        return RunResult(**distributed.fit_in_child(config))
+    return _fit(config, callbacks, distributed.launched_rank(config.train))
+
+
+def _module(config: RunConfig, prepared: Prepared, fmt, encoder, tokenizer, labels, on_predictions):
+    """The run's LightningModule: `encoder` (tuned as configured) and the format's head."""
+    from lightning_modules.encoders.tuning import apply_tuning
+    from lightning_modules.task_module import TaskModule
+
+    if config.train.gradient_checkpointing:
+        # transformers 5 renamed it activation checkpointing (the old name warns and goes in 6)
+        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+        enable()
+    encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
+    head = fmt.build_head(encoder, prepared.task, labels)
+    return TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id, config.train, on_predictions=on_predictions)
+
+
+def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
     import lightning as L
     import torch
 
     from lightning_modules.checkpoint import save_checkpoint
     from lightning_modules.encoders import load_encoder
-    from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
+    from lightning_modules.encoders.tuning import adapter_parameters, merged
     from lightning_modules.formats import get_format
-    from lightning_modules.task_module import TaskModule
+    from sweeps.runs import distributed
     from sweeps.runs.predictions import prediction_sink
     from sweeps.runs.preemption import preempted
     from sweeps.runs.resume import Resume
     from sweeps.tracking import faults
-    from sweeps.tracking.store import tracked_run, tracking_uri
+    from sweeps.tracking.store import tracked_run, tracking_uri, untracked_run
 
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
@@ -115,29 +151,28 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             **config.tags}
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     encoder, tokenizer = load_encoder(config.encoder)
-    if config.train.gradient_checkpointing:
-        # transformers 5 renamed it activation checkpointing (the old name warns and goes in 6)
-        enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
-        enable()
-    encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
-    with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
-                     config.parent_run_id, config.spool_dir) as run, \
+    ranks = distributed.world_size(config.train)
+    track = tracked_run if rank == 0 else untracked_run  # one run, tracked by rank 0
+    with track(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
+               config.parent_run_id, config.spool_dir) as run, \
             tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
         run.log_params(config.params())
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
         datamodule.setup("test")
         _log_data(run, prepared, datamodule)
-        head = fmt.build_head(encoder, prepared.task, datamodule.labels)
-        module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id, config.train,
-                            on_predictions=prediction_sink(run, prepared.task))
+        sink = prediction_sink(run, prepared.task)
+        module = _module(config, prepared, fmt, encoder, tokenizer, datamodule.labels, sink)
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
                         "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
-                        "model.adapter_parameters": adapter_parameters(encoder)})
+                        "model.adapter_parameters": adapter_parameters(module.encoder)})
         resume = Resume(run, config.params(), config.train.seed, config.checkpoint_dir,
-                        config.checkpoint_every_steps, config.checkpoint_every_minutes)
+                        config.checkpoint_every_steps, config.checkpoint_every_minutes, rank=rank)
+        if ranks > 1:  # for the ranks Lightning starts from here
+            os.environ[distributed.RESUME_FOLDER_ENV] = str(resume.folder.folder)
+            distributed.quiet_score_warnings()
         selection, best = _selection_callbacks(datamodule, resume.selection_folder(), config.train.patience)
         trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
                            datamodule.selection_set is not None)
@@ -149,14 +184,24 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             else:
                 resume.folder.release()
             raise
-        selection_score = None
-        if best is not None and best.best_model_path:
-            module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
-            selection_score = float(best.best_model_score)
+        weights = best.best_model_path if best is not None and best.best_model_path else None
+        selection_score = float(best.best_model_score) if weights else None
+        if ranks > 1:
+            if weights is None:  # every rank takes part in writing the weights (sharded under FSDP)
+                weights = str(resume.selection_folder() / "final.ckpt")
+                trainer.save_checkpoint(weights, weights_only=True)
+            torch.distributed.destroy_process_group()  # the ranks are done together; rank 0 goes on alone
+            if rank != 0:
+                return None
+            # rank 0 evaluates alone, on one device, with a module the strategy has not wrapped
+            module = _module(config, prepared, fmt, load_encoder(config.encoder)[0], tokenizer, datamodule.labels, sink)
+            trainer = _trainer(distributed.one_device(config), run.lightning_logger(), [], has_validation=False)
+        if weights is not None:
+            module.load_state_dict(torch.load(weights, weights_only=True)["state_dict"])
         trainer.test(module, datamodule=datamodule, verbose=False)
         in_place = run.artifact_folder("checkpoint")
-        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", merged(module.encoder), tokenizer, head,
-                                     _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
+        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", merged(module.encoder), tokenizer,
+                                     module.head, _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
         if in_place is None:
             run.log_artifacts(checkpoint, "checkpoint")
         run.log_dict(module.scores, "scores.json")
@@ -267,3 +312,24 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
         trainer.test(module, datamodule=datamodule, verbose=False)
         run.log_dict(module.scores, "scores.json")
         return RunResult(run.run_id, dict(module.scores))
+
+
+def main(request: str, answer: str) -> None:
+    """A fit on several devices, in the child process `fit_in_child` starts (`python -m sweeps.runs.run CONFIG
+    RESULT`), and in each rank Lightning starts from it: rank 0 writes how it ended into RESULT."""
+    from sweeps.runs import distributed, preemption
+
+    preemption.handle_sigterm()
+    config = RunConfig.model_validate_json(Path(request).read_text())
+    rank = distributed.launched_rank(config.train)
+    try:
+        result, error = _fit(config, (), rank), None
+    except BaseException as raised:  # noqa: BLE001 - reported to the parent, which raises it again
+        result, error = None, raised
+    if rank == 0:
+        Path(answer).write_text(json.dumps(distributed.outcome(error, result)))
+    sys.exit(0 if error is None else preemption.PREEMPTED if preemption.preempted(error) else 1)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -291,6 +291,31 @@ class Run:
                 f"`xstilts sync` sends it once the store answers")
 
 
+class UntrackedRun:
+    """A run that records nothing: what a distributed fit's ranks other than 0 write to (rank 0 alone tracks the
+    run, sweeps/runs/distributed.py), and a benchmark's `fit` with tracking off."""
+
+    run_id = "untracked"
+    client = None
+    offline = None
+
+    def __getattr__(self, name):
+        if name.startswith(("log_", "set_")):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def lightning_logger(self):
+        return False
+
+    def artifact_folder(self, artifact_path):
+        return None
+
+
+@contextmanager
+def untracked_run(*args, **kwargs):
+    yield UntrackedRun()
+
+
 def open_store(uri: str, experiment: str):
     """(client, experiment id), or TrackingUnavailable in one line when the store does not answer."""
     import mlflow
