@@ -21,7 +21,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     from sweeps.config.flags import add_flags
-    from sweeps.config.schema import DataConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+    from sweeps.config.schema import (DataConfig, PromoteConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig,
+                                      TrainConfig)
 
     root = OneLineParser(prog="xstilts", description="Cross-lingual intermediate-task training "
                                    "(X-STILTs) on XTREME, tracked in MLflow.")
@@ -61,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--predictions", metavar="DIR",
                          help="also write the champion's XTREME submission files into DIR (with --list: every "
                               "champion's)")
+    add_flags(promote, PromoteConfig, "promotion")
     add_flags(promote, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout", "spool_dir"))
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
@@ -198,20 +200,23 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_promote(args) -> None:
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import PromoteConfig
     from sweeps.tracking.registry import champions, promote
 
+    settings = from_flags(args, PromoteConfig)
+    if not args.list and not args.task:
+        raise ConfigError("promote needs a target task, or --list")
     uri = _tracking_uri(args)
     if args.list:
-        for row in champions(uri):
+        for row in champions(uri, settings.experiments):
             print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if args.predictions:
                 _write_submission(uri, row["task"], row["run_id"], args.predictions)
         return
-    if not args.task:
-        raise ConfigError("promote needs a target task, or --list")
-    result = promote(args.task, uri)
+    result = promote(args.task, uri, settings)
     verb = "promoted" if result.moved else "kept"
-    print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
+    print(f"{verb} models:/{result.model}@champion = version {result.version} (run {result.run_id}, "
           f"English validation {result.score:.2f})")
     if args.predictions:
         _write_submission(uri, result.task, result.run_id, args.predictions)

@@ -183,7 +183,15 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
     sizes = {f"data.size.{name}": n for name, n in datamodule.sizes().items()}
     cache = {f"data.cache_hit.{name}": hit for name, hit in datamodule.cache_hits.items()}
     run.log_params({**sources, **sizes, **cache})
-    _log_provenance(run, [prepared.train_task, prepared.task], datamodule.data_dir)
+    _log_read_data(run, datamodule, [prepared.train_task, prepared.task])
+
+
+def _log_read_data(run, datamodule, tasks) -> None:
+    """What the run read: MLflow datasets (sweeps/tracking/datasets.py), provenance, perturbed samples."""
+    from sweeps.tracking.datasets import dataset_inputs
+
+    run.log_inputs(dataset_inputs(datamodule.read_sets(), datamodule.data_dir))
+    _log_provenance(run, tasks, datamodule.data_dir)
     _log_robustness(run, datamodule)
 
 
@@ -257,8 +265,7 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
         run.log_params({f"data.size.{name}": n for name, n in datamodule.sizes().items()})
-        _log_provenance(run, [prepared.task], datamodule.data_dir)
-        _log_robustness(run, datamodule)
+        _log_read_data(run, datamodule, [prepared.task])
         module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id,
                             on_predictions=prediction_sink(run, prepared.task, predictions_dir))
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)

@@ -164,6 +164,13 @@ class Run:
             self._background.shutdown(wait=True)
             self._background = None
 
+    def log_inputs(self, inputs: list[dict]) -> None:
+        """Datasets the run read (sweeps/tracking/datasets.py: their JSON-able descriptions)."""
+        from sweeps.tracking.datasets import as_entities
+
+        self._send({"op": "inputs", "inputs": inputs},
+                   lambda: self.client.log_inputs(self.run_id, datasets=as_entities(inputs)))
+
     def set_tags(self, tags: dict) -> None:
         values = {key: str(value) for key, value in tags.items()}
 
