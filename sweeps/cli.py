@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="run or resume the Optuna sweep of an experiment file")
     sweep.add_argument("experiment_file")
     add_flags(sweep, SweepConfig, "sweep")
-    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir"))
+    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir", "system_metrics_interval"))
     add_flags(sweep, ResumeConfig, "preemption")
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
@@ -95,6 +95,11 @@ def parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     add_flags(ui, TrackingConfig, "tracking", only=("tracking_uri",))
+
+    dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the sweeps' Optuna storage, on "
+                                                      "127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    add_flags(dashboard, SweepConfig, "sweep", only=("storage",))
 
     models = commands.add_parser("models", help="prepare built-in encoders in the local cache")
     models.add_argument("action", choices=["build-tiny", "import-e5-small", "where"])
@@ -296,14 +301,31 @@ def cmd_sync(args) -> None:
 
 
 def cmd_ui(args) -> None:
-    from sweeps.children import stop_group
-    from sweeps.tracking.ui import start_server, wait_until_up
+    from sweeps.tracking.ui import start_server
 
     address = f"http://127.0.0.1:{args.port}"
-    server = start_server(_tracking_uri(args), args.port)
+    serve(start_server(_tracking_uri(args), args.port), f"{address}/health", f"MLflow UI at {address}")
+
+
+def cmd_dashboard(args) -> None:
+    from sweeps.engine.dashboard import start_dashboard
+    from sweeps.runs.preflight import check_storage
+    from sweeps.tracking.store import storage_url
+
+    storage = storage_url(getattr(args, "storage", None) or os.environ.get(STORAGE_ENV))
+    check_storage(storage)
+    address = f"http://127.0.0.1:{args.port}"
+    serve(start_dashboard(storage, args.port), f"{address}/api/meta",
+          f"optuna-dashboard at {address} (storage {redact(storage)})")
+
+
+def serve(server, health_url: str, banner: str) -> None:
+    """Wait until a server child answers, say where it is, and keep it until it ends or this command is stopped."""
+    from sweeps.children import stop_group, wait_until_up
+
     try:
-        wait_until_up(address, server)
-        print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
+        wait_until_up(health_url, server)
+        print(f"{banner} (Ctrl-C stops it)", flush=True)
         server.wait()
     except KeyboardInterrupt:
         pass
@@ -313,7 +335,7 @@ def cmd_ui(args) -> None:
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
             "promote": cmd_promote, "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui, "models": cmd_models,
-            "score": cmd_score, "compare": cmd_compare}
+            "score": cmd_score, "compare": cmd_compare, "dashboard": cmd_dashboard}
 
 
 TRACKING_UNAVAILABLE = 3  # exit status: the tracking store was out of reach (what could not be sent is spooled)
@@ -379,16 +401,19 @@ RESUME_ENVIRONMENT = {"checkpoint_every_steps": "XSTILTS_CHECKPOINT_EVERY_STEPS"
 
 
 def settings_to_environment(args) -> None:
-    """Fault and resume settings reach every run of the command, sweep workers and phases included, through the
+    """Fault, system-metrics and resume settings reach every run of the command, sweep workers and phases included, through the
     environment."""
     from sweeps.config.flags import from_flags
     from sweeps.config.schema import ResumeConfig, TrackingConfig
     from sweeps.tracking import faults
+    from sweeps.tracking.store import SYSTEM_METRICS_ENV
 
-    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir"))
+    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir", "system_metrics_interval"))
     faults.configure(tracking.tracking_timeout)
     if tracking.spool_dir:
         os.environ["XSTILTS_SPOOL"] = tracking.spool_dir
+    if tracking.system_metrics_interval is not None:
+        os.environ[SYSTEM_METRICS_ENV] = str(tracking.system_metrics_interval)
     resume = from_flags(args, ResumeConfig)
     for name, variable in RESUME_ENVIRONMENT.items():
         if getattr(resume, name) is not None:

@@ -31,7 +31,7 @@ from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.config import SweepConfig, TrainConfig
 from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
 from sweeps.runs.preemption import preempted
-from sweeps.tracking.store import database_url, default_store, git_commit, tracking_uri
+from sweeps.tracking.store import git_commit, storage_url, tracking_uri
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
@@ -56,13 +56,6 @@ class TrialBudget:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.left(study) <= 0:
             study.stop()
-
-
-def storage_url(explicit: str | None) -> str:
-    if explicit:
-        return database_url(explicit)
-    default_store().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{default_store() / 'optuna.db'}"
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
@@ -321,7 +314,7 @@ def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
 
     uri = tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(uri)
-    parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))
+    parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name, experiment.note()))
     deadline = time.time() + 60 * experiment.timeout_minutes if experiment.timeout_minutes else None
     storage_backend = rdb_storage(storage_url(settings.storage))
     try:

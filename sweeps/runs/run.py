@@ -100,7 +100,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from sweeps.runs.preemption import preempted
     from sweeps.runs.resume import Resume
     from sweeps.tracking import faults
-    from sweeps.tracking.store import tracked_run, tracking_uri
+    from sweeps.tracking.store import system_metrics, tracked_run, tracking_uri
 
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
@@ -121,7 +121,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
     with tracked_run(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                      config.parent_run_id, config.spool_dir) as run, \
-            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp, system_metrics(run, config.system_metrics_interval):
         run.log_params(config.params())
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")

@@ -48,6 +48,14 @@ def tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{default_store() / 'mlflow.db'}"
 
 
+def storage_url(explicit: str | None) -> str:
+    """The Optuna storage of sweeps (and `xstilts dashboard`): `explicit`, else sqlite in mlruns/."""
+    if explicit:
+        return database_url(explicit)
+    default_store().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{default_store() / 'optuna.db'}"
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Artifacts of a sqlite store live beside its database; a server or other database decides for itself."""
     if not uri.startswith("sqlite:///"):
@@ -55,17 +63,28 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment).resolve().as_uri()
 
 
-def experiment_id(client, uri: str, name: str) -> str:
+NOTE = "mlflow.note.content"  # an experiment's description in the MLflow UI
+
+
+def experiment_id(client, uri: str, name: str, description: str | None = None) -> str:
+    """The experiment's id, created if needed. `description` (a sweep's, from its file) replaces the experiment's
+    description; without it, an experiment that has none gets the generic one."""
     existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
-    except Exception:  # another worker created it first
+    if existing is None:
+        try:
+            client.create_experiment(name, artifact_location=artifact_location(uri, name))
+        except Exception:  # another worker created it first
+            if client.get_experiment_by_name(name) is None:
+                raise
         existing = client.get_experiment_by_name(name)
-        if existing is None:
-            raise
-        return existing.experiment_id
+    if description is not None and existing.tags.get(NOTE) != description:
+        client.set_experiment_tag(existing.experiment_id, NOTE, description)
+    elif description is None and NOTE not in existing.tags:
+        client.set_experiment_tag(existing.experiment_id, NOTE, f"xstilts runs of experiment `{name}` (fit, "
+                                  f"evaluate, compare): each run's tags name its command (`xstilts.command`) and task "
+                                  f"(`xstilts.task`); `xstilts promote TASK --experiment {name}` registers a task's "
+                                  f"best fit run.")
+    return existing.experiment_id
 
 
 def git_commit() -> str:
@@ -265,6 +284,28 @@ class Run:
     def spooled_message(self, status: str) -> str:
         return (f"tracking store {self.offline}: run {self.run_id} ({status}) is kept in {self.spool.folder}; "
                 f"`xstilts sync` sends it once the store answers")
+
+
+SYSTEM_METRICS_ENV = "XSTILTS_SYSTEM_METRICS_INTERVAL"
+
+
+@contextmanager
+def system_metrics(run: Run, interval: float | None = None):
+    """CPU, memory, disk and network use (and GPU, where nvidia-ml-py is installed) logged by MLflow's monitor as
+    `system/...` metrics of `run` every `interval` seconds while the block runs (default: $XSTILTS_SYSTEM_METRICS_
+    INTERVAL, else 10; 0: none). A block shorter than one interval logs none."""
+    seconds = interval if interval is not None else float(os.environ.get(SYSTEM_METRICS_ENV) or 10)
+    if seconds <= 0 or run.offline is not None:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=seconds, tracking_uri=run.uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def open_store(uri: str, experiment: str):
