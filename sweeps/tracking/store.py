@@ -368,7 +368,10 @@ def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = No
 
     client, experiment_id_ = open_store(uri, experiment)
     send_spooled(client, uri, spool_dir)
-    all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.runName": run_name, **(tags or {})}
+    tags = tags or {}
+    source = "xstilts sweep" if "xstilts.sweep" in tags else f"xstilts {tags.get('xstilts.command', 'run')}"
+    all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.source.name": source,
+                "mlflow.source.type": "LOCAL", "mlflow.runName": run_name, **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     # a tracking server takes string tag values only (a sqlite store converts them itself)
