@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -64,6 +65,23 @@ def wait_for_address(lines: queue.Queue, banner: str, timeout: float) -> tuple[s
         if f"{banner}http://" in line:
             return line.split(banner, 1)[1].split()[0], seen
     raise AssertionError(f"no line with {banner!r}:\n" + "".join(seen[-50:]))
+
+
+def xstilts_server(*args: str, cwd, env=None) -> subprocess.Popen:
+    """`xstilts ARGS` (ui, dashboard) in a session of its own, its output one stream (read it with lines_of)."""
+    return subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def stop_by_pid(process: subprocess.Popen, how: int, children: list[int], port: int) -> None:
+    """Send `how` to the command alone, by its pid: it ends, and so do the children it started and its port."""
+    process.send_signal(how)
+    process.wait(timeout=60)
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)]
+    assert not port_open(port)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:

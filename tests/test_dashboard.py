@@ -5,15 +5,12 @@ bound to 127.0.0.1: its studies API lists the storage's studies with their trial
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 
 import optuna
 import pytest
 
-from servers import alive, descendants, free_port, lines_of, port_open, stop_group, wait_for_address
+from servers import descendants, free_port, lines_of, stop_by_pid, stop_group, wait_for_address, xstilts_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,9 +29,7 @@ def test_dashboard_serves_the_studies_and_stops_by_pid(tmp_path, how, given):
     port = free_port()
     flag = ["--storage", storage] if given == "flag" else []
     environment = {**os.environ, **({"XSTILTS_STORAGE": storage} if given == "environment" else {})}
-    dashboard = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "dashboard", "--port", str(port), *flag],
-                                 cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, start_new_session=True)
+    dashboard = xstilts_server("dashboard", "--port", str(port), *flag, cwd=tmp_path, env=environment)
     try:
         address, _ = wait_for_address(lines_of(dashboard.stdout), "optuna-dashboard at ", timeout=120)
         assert address == f"http://127.0.0.1:{port}"
@@ -46,12 +41,6 @@ def test_dashboard_serves_the_studies_and_stops_by_pid(tmp_path, how, given):
         assert children  # the server
         for child in children:  # the storage URL is never on a child's command line
             assert storage not in open(f"/proc/{child}/cmdline").read()
-        dashboard.send_signal(how)  # the command alone, by its pid
-        dashboard.wait(timeout=60)
-        deadline = time.time() + 30
-        while any(alive(pid) for pid in children) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)]
-        assert not port_open(port)
+        stop_by_pid(dashboard, how, children, port)
     finally:
         stop_group(dashboard)

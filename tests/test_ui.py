@@ -5,15 +5,14 @@ SIGINT): none of the processes it started is left."""
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
 import mlflow
 import pytest
 
-from servers import alive, descendants, free_port, lines_of, port_open, stop_group, wait_for_address
+from servers import (descendants, free_port, lines_of, port_open, stop_by_pid, stop_group, wait_for_address,
+                     xstilts_server)
 from sweeps.cli import main
 from sweeps.tracking.store import tracked_run
 
@@ -36,9 +35,7 @@ def test_ui_serves_the_store_over_the_rest_api(tmp_path):
     assert client.get_run(run.run_id).info.status == "FINISHED"
 
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri", uri],
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)
+    ui = xstilts_server("ui", "--port", str(port), "--tracking-uri", uri, cwd=tmp_path)
     try:
         address, _ = wait_for_address(lines_of(ui.stdout), "MLflow UI at ", timeout=120)
         assert address == f"http://127.0.0.1:{port}"
@@ -69,19 +66,12 @@ def test_ui_serves_the_store_over_the_rest_api(tmp_path):
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_stopping_ui_by_its_pid_stops_the_server_and_its_workers(tmp_path, how):
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri",
-                           f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    ui = xstilts_server("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        cwd=tmp_path)
     try:
         wait_for_address(lines_of(ui.stdout), "MLflow UI at ", timeout=120)
         children = descendants(ui.pid)
         assert len(children) >= 2  # mlflow server and its uvicorn worker(s)
-        ui.send_signal(how)  # the ui process alone, by its pid
-        ui.wait(timeout=60)
-        deadline = time.time() + 30
-        while any(alive(pid) for pid in children) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)]
-        assert not port_open(port)
+        stop_by_pid(ui, how, children, port)
     finally:
         stop_group(ui)

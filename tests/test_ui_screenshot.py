@@ -8,14 +8,13 @@ Skipped where no Chromium is installed (`apt-get install chromium`; .ci/run inst
 import json
 import shutil
 import subprocess
-import sys
 import urllib.request
 
 import mlflow
 import pytest
 from PIL import Image
 
-from servers import free_port, lines_of, stop_group, wait_for_address
+from servers import free_port, lines_of, stop_group, wait_for_address, xstilts_server
 from sweeps.config import DataConfig, RunConfig, TrainConfig
 from sweeps.runs.run import fit
 
@@ -52,9 +51,7 @@ def test_the_run_table_shows_the_dataset_column_filled(tmp_path, record_property
     experiment_id = mlflow.MlflowClient(uri).get_experiment_by_name(EXPERIMENT).experiment_id
 
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri", uri],
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)
+    ui = xstilts_server("ui", "--port", str(port), "--tracking-uri", uri, cwd=tmp_path)
     try:
         address, _ = wait_for_address(lines_of(ui.stdout), "MLflow UI at ", timeout=120)
         runs = search_runs(address, experiment_id)
