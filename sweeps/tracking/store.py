@@ -300,6 +300,9 @@ def system_metrics(run: Run, interval: float | None = None):
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+    # the monitor stops at its first call the store does not answer, and says so in its own words: the run's one line
+    # about the store out of reach (the spool's) is the one the user sees
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
     monitor = SystemMetricsMonitor(run.run_id, sampling_interval=seconds, tracking_uri=run.uri)
     monitor.start()
     try:
