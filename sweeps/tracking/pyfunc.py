@@ -110,6 +110,9 @@ class ChampionModel(PythonModel):
     """The pyfunc: loads the checkpoint once, predicts on a DataFrame of raw inputs."""
 
     def load_context(self, context):
+        import datasets
+
+        datasets.disable_progress_bars()  # a model server would print one per request
         self.predictor = Predictor(Path(context.artifacts[ARTIFACT]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list:
