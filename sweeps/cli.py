@@ -98,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the sweeps' Optuna storage, on "
                                                       "127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--port", type=int, default=8080, help="default: 8080")
     add_flags(dashboard, SweepConfig, "sweep", only=("storage",))
 
     models = commands.add_parser("models", help="prepare built-in encoders in the local cache")
