@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -49,6 +49,30 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{content}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class ReadSet:
+    """One set of rows a run read: task, split (`test.typos` for a perturbed copy), language, data key, size."""
+
+    task: TaskSpec
+    split: str
+    lang: str
+    key: dict
+    rows: int | None  # None for a stream
+
+    @property
+    def base_split(self) -> str:
+        """The split the rows come from (a perturbed copy's or an adversarial set's, without the suffix)."""
+        return self.split.split(".", 1)[0]
+
+
+def featurizer(fmt, tokenizer, task: TaskSpec, settings: FeatureSettings, training: bool):
+    """The function `datasets.Dataset.map(batched=True, with_indices=True)` turns canonical rows into features with."""
+
+    def featurize(batch, indices):
+        return fmt.featurize({**batch, "_index": indices}, tokenizer, task, settings, training)
+    return featurize
+
+
 class TaskDataModule(L.LightningDataModule):
     def __init__(self, task: TaskSpec, fmt, tokenizer, train_task: TaskSpec | None = None,
                  data_dir: Path | None = None, eval_languages: list[str] | None = None,
@@ -80,6 +104,7 @@ class TaskDataModule(L.LightningDataModule):
         self.labels = labels or self._labels()
         self.cache_hits: dict[str, bool] = {}
         self.train_features = None
+        self.train_key: dict | None = None  # what identifies the training rows (data_key)
         self.selection_set: EvalSet | None = None
         self.eval_sets: list[EvalSet] = []
         # perturbed copies and adversarial sets of the final evaluation (never of the `val` set that selects)
@@ -130,11 +155,7 @@ class TaskDataModule(L.LightningDataModule):
         return datasets.load_from_disk(str(folder))
 
     def _featurizer(self, training: bool):
-        fmt, tokenizer, task, settings = self.fmt, self.tokenizer, self.task, self.settings
-
-        def featurize(batch, indices):
-            return fmt.featurize({**batch, "_index": indices}, tokenizer, task, settings, training)
-        return featurize
+        return featurizer(self.fmt, self.tokenizer, self.task, self.settings, training)
 
     def _cache_folder(self, key: dict, training: bool, variant: dict | None = None) -> Path:
         from lightning_modules.encoders import cache_dir
@@ -254,6 +275,7 @@ class TaskDataModule(L.LightningDataModule):
         train_lang = self.train_task.train_language
         examples = self.examples(self.train_task, "train", train_lang, self.max_train_examples, self.streaming)
         key = self.data_key(self.train_task, "train", train_lang, self.max_train_examples)
+        self.train_key = key
         self.train_features = self.features(examples, True, f"train/{train_lang}", key)
         if self.train_task.has_split("validation"):
             self.selection_set = self.eval_set(self.train_task, "validation", train_lang,
@@ -295,6 +317,20 @@ class TaskDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return [self._eval_loader(s) for s in self.eval_sets]
+
+    def read_sets(self) -> list[ReadSet]:
+        """Every set this module read, training first: the selection set as the validation split it is."""
+        found = []
+        if self.train_key is not None:
+            lang = self.train_task.train_language
+            found.append(ReadSet(self.train_task, "train", lang, self.train_key, len(self.train_features)
+                                 if not self.streaming else None))
+        sizes = self.sizes()
+        for eval_set in ([self.selection_set] if self.selection_set else []) + self.eval_sets:
+            split = "validation" if eval_set.split == SELECTION_SPLIT else eval_set.split
+            found.append(ReadSet(eval_set.task, split, eval_set.lang, eval_set.key,
+                                 sizes[f"{eval_set.split}/{eval_set.lang}"]))
+        return found
 
     def sizes(self) -> dict[str, int]:
         """Number of examples per set, for tracking."""

@@ -5,6 +5,8 @@ fields of its format (its SPEC: lightning_modules/formats/spec.py). Bad data fai
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -106,6 +108,13 @@ def split_key(task: TaskSpec, split: str, lang: str, data_dir: Path | None, labe
     pieces = [slice_key(piece) for other in languages for piece in _present(task, split, other, data_dir)]
     return {"task": asdict(task), "split": split, "lang": lang, "labels": label_names, "pieces": pieces,
             "layout_version": LAYOUT_VERSION}
+
+
+def data_digest(key: dict) -> str:
+    """A short fingerprint of a data key (split_key plus the row limit: what decides the rows read, not the rows
+    themselves): the first 10 hex digits of the SHA-256 of its JSON with sorted keys. Logged as an MLflow dataset's
+    digest; it changes when a file, the task's declaration, the labels or the limit change."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def _present(task: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list[Slice]:

@@ -21,7 +21,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     from sweeps.config.flags import add_flags
-    from sweeps.config.schema import DataConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+    from sweeps.config.schema import (DataConfig, PromoteConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig,
+                                      TrainConfig)
 
     root = OneLineParser(prog="xstilts", description="Cross-lingual intermediate-task training "
                                    "(X-STILTs) on XTREME, tracked in MLflow.")
@@ -52,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="run or resume the Optuna sweep of an experiment file")
     sweep.add_argument("experiment_file")
     add_flags(sweep, SweepConfig, "sweep")
-    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir", "artifact_root"))
+    add_flags(sweep, TrackingConfig, "tracking", only=("tracking_timeout", "spool_dir", "artifact_root",
+                                                       "system_metrics_interval"))
     add_flags(sweep, ResumeConfig, "preemption")
 
     promote = commands.add_parser("promote", help="register the best checkpoint of a target task as its champion")
@@ -61,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--predictions", metavar="DIR",
                          help="also write the champion's XTREME submission files into DIR (with --list: every "
                               "champion's)")
+    add_flags(promote, PromoteConfig, "promotion")
     add_flags(promote, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout", "spool_dir"))
 
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
@@ -93,6 +96,11 @@ def parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     add_flags(ui, TrackingConfig, "tracking", only=("tracking_uri",))
+
+    dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the sweeps' Optuna storage, on "
+                                                      "127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080, help="default: 8080")
+    add_flags(dashboard, SweepConfig, "sweep", only=("storage",))
 
     models = commands.add_parser("models", help="prepare built-in encoders in the local cache")
     models.add_argument("action", choices=["build-tiny", "import-e5-small", "where"])
@@ -212,20 +220,23 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_promote(args) -> None:
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import PromoteConfig
     from sweeps.tracking.registry import champions, promote
 
+    settings = from_flags(args, PromoteConfig)
+    if not args.list and not args.task:
+        raise ConfigError("promote needs a target task, or --list")
     uri = _tracking_uri(args)
     if args.list:
-        for row in champions(uri):
+        for row in champions(uri, settings.experiments):
             print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if args.predictions:
                 _write_submission(uri, row["task"], row["run_id"], args.predictions)
         return
-    if not args.task:
-        raise ConfigError("promote needs a target task, or --list")
-    result = promote(args.task, uri)
+    result = promote(args.task, uri, settings)
     verb = "promoted" if result.moved else "kept"
-    print(f"{verb} models:/xstilts-{result.task}@champion = version {result.version} (run {result.run_id}, "
+    print(f"{verb} models:/{result.model}@champion = version {result.version} (run {result.run_id}, "
           f"English validation {result.score:.2f})")
     if args.predictions:
         _write_submission(uri, result.task, result.run_id, args.predictions)
@@ -305,14 +316,31 @@ def cmd_sync(args) -> None:
 
 
 def cmd_ui(args) -> None:
-    from sweeps.children import stop_group
-    from sweeps.tracking.ui import start_server, wait_until_up
+    from sweeps.tracking.ui import start_server
 
     address = f"http://127.0.0.1:{args.port}"
-    server = start_server(_tracking_uri(args), args.port)
+    serve(start_server(_tracking_uri(args), args.port), f"{address}/health", f"MLflow UI at {address}")
+
+
+def cmd_dashboard(args) -> None:
+    from sweeps.engine.dashboard import start_dashboard
+    from sweeps.runs.preflight import check_storage
+    from sweeps.tracking.store import storage_url
+
+    storage = storage_url(getattr(args, "storage", None) or os.environ.get(STORAGE_ENV))
+    check_storage(storage)
+    address = f"http://127.0.0.1:{args.port}"
+    serve(start_dashboard(storage, args.port), f"{address}/api/meta",
+          f"optuna-dashboard at {address} (storage {redact(storage)})")
+
+
+def serve(server, health_url: str, banner: str) -> None:
+    """Wait until a server child answers, say where it is, and keep it until it ends or this command is stopped."""
+    from sweeps.children import stop_group, wait_until_up
+
     try:
-        wait_until_up(address, server)
-        print(f"MLflow UI at {address} (Ctrl-C stops it)", flush=True)
+        wait_until_up(health_url, server)
+        print(f"{banner} (Ctrl-C stops it)", flush=True)
         server.wait()
     except KeyboardInterrupt:
         pass
@@ -322,7 +350,7 @@ def cmd_ui(args) -> None:
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
             "promote": cmd_promote, "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui, "models": cmd_models,
-            "score": cmd_score, "compare": cmd_compare}
+            "score": cmd_score, "compare": cmd_compare, "dashboard": cmd_dashboard}
 
 
 TRACKING_UNAVAILABLE = 3  # exit status: the tracking store was out of reach (what could not be sent is spooled)
@@ -388,20 +416,24 @@ RESUME_ENVIRONMENT = {"checkpoint_every_steps": "XSTILTS_CHECKPOINT_EVERY_STEPS"
 
 
 def settings_to_environment(args) -> None:
-    """Fault and resume settings reach every run of the command, sweep workers and phases included, through the
+    """Fault, system-metrics and resume settings reach every run of the command, sweep workers and phases included, through the
     environment."""
     from sweeps.config.flags import from_flags
     from sweeps.config.schema import ResumeConfig, TrackingConfig
     from sweeps.tracking import faults
+    from sweeps.tracking.store import SYSTEM_METRICS_ENV
 
     from sweeps.tracking.store import ARTIFACT_ROOT_ENV
 
-    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir", "artifact_root"))
+    tracking = from_flags(args, TrackingConfig, only=("tracking_timeout", "spool_dir", "artifact_root",
+                                                      "system_metrics_interval"))
     faults.configure(tracking.tracking_timeout)
     if tracking.spool_dir:
         os.environ["XSTILTS_SPOOL"] = tracking.spool_dir
     if tracking.artifact_root:
         os.environ[ARTIFACT_ROOT_ENV] = tracking.artifact_root
+    if tracking.system_metrics_interval is not None:
+        os.environ[SYSTEM_METRICS_ENV] = str(tracking.system_metrics_interval)
     resume = from_flags(args, ResumeConfig)
     for name, variable in RESUME_ENVIRONMENT.items():
         if getattr(resume, name) is not None:

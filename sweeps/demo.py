@@ -1,5 +1,8 @@
 """The README's main job (`make demo`): a small real sweep on the fixtures, offline, then a promotion per target
-and the report; prints each target's English score and every other language's zero-shot score."""
+and the report; prints each target's English score and every other language's zero-shot score.
+
+The demo has a store of its own, `mlruns/demo/` (MLflow's mlflow.db and artifacts, Optuna's optuna.db), whatever
+MLFLOW_TRACKING_URI says, and promotes within its own experiment: its champions can never displace a real one."""
 
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ def main() -> int:
     from sweeps.engine.experiment import load_experiment
     from sweeps.tracking.registry import promote
     from sweeps.reporting.report import build
-    from sweeps.config import SweepConfig
+    from sweeps.config import PromoteConfig, SweepConfig
     from sweeps.engine.sweep import preflight, run_sweep
-    from sweeps.tracking.store import default_store, tracking_uri
     from datamodules.tasks import load_registry
 
     experiment = load_experiment(DEMO)
@@ -32,23 +34,36 @@ def main() -> int:
     experiment = with_catalogs(experiment)
     print(f"demo: encoder {experiment.encoders[0]}; intermediate {experiment.intermediates[1:]}; "
           f"targets {', '.join(experiment.targets)}; {experiment.trials} trials per study", flush=True)
-    uri = tracking_uri()
-    settings = SweepConfig(tracking_uri=uri)
+    store = demo_store()
+    uri, storage = f"sqlite:///{store / 'mlflow.db'}", f"sqlite:///{store / 'optuna.db'}"
+    settings = SweepConfig(tracking_uri=uri, storage=storage)
     parent = run_sweep(preflight(experiment, settings), settings)
     print(f"\nsweep finished (MLflow parent run {parent})\n")
     registry = load_registry()
+    models = []
     for target in experiment.targets:
         if registry[target].format == "retrieval":  # nothing trained: one evaluation per starting encoder
             print_retrieval(target, experiment.name, uri)
             continue
-        promotion = promote(target, uri)
+        promotion = promote(target, uri, PromoteConfig(experiments=(experiment.name,)))
+        models.append(promotion.model)
         print_transfer(target, promotion.run_id, uri)
-    paths = build(experiment.name, uri, default_store() / "reports" / experiment.name)
+    paths = build(experiment.name, uri, store / "reports" / experiment.name)
     print("\n" + paths["markdown"].read_text())
-    print(f"Where to look:\n  report   {paths['markdown']} (and .csv, heatmap.png)\n  runs     xstilts ui  "
-          f"(MLflow UI on http://127.0.0.1:5000; store {uri})\n  champion xstilts promote --list; "
-          f"xstilts evaluate models:/xstilts-{experiment.targets[0]}@champion --data-dir fixtures")
+    print(f"Where to look (the demo's own store, {store}):\n  report   {paths['markdown']} (and .csv, heatmap.png)\n"
+          f"  runs     xstilts ui --tracking-uri {uri}\n  studies  xstilts dashboard --storage {storage}\n"
+          f"  champion xstilts promote --list --tracking-uri {uri}\n"
+          f"           mlflow.pyfunc.load_model('models:/<model>@champion') with MLFLOW_TRACKING_URI={uri}; "
+          f"models: {', '.join(models)}")
     return 0
+
+
+def demo_store() -> Path:
+    from sweeps.tracking.store import default_store
+
+    store = default_store() / "demo"
+    store.mkdir(parents=True, exist_ok=True)
+    return store
 
 
 def with_catalogs(experiment, locales: Path | None = None):

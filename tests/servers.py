@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,52 @@ def port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(1)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def lines_of(stream) -> queue.Queue:
+    """The stream's lines, read on a thread (readline alone would block past any deadline); None at its end."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def wait_for_address(lines: queue.Queue, banner: str, timeout: float) -> tuple[str, list[str]]:
+    """(the address a command prints after `banner`, the lines it printed until then)."""
+    seen, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        seen.append(line)
+        if f"{banner}http://" in line:
+            return line.split(banner, 1)[1].split()[0], seen
+    raise AssertionError(f"no line with {banner!r}:\n" + "".join(seen[-50:]))
+
+
+def xstilts_server(*args: str, cwd, env=None) -> subprocess.Popen:
+    """`xstilts ARGS` (ui, dashboard) in a session of its own, its output one stream (read it with lines_of)."""
+    return subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def stop_by_pid(process: subprocess.Popen, how: int, children: list[int], port: int) -> None:
+    """Send `how` to the command alone, by its pid: it ends, and so do the children it started and its port."""
+    process.send_signal(how)
+    process.wait(timeout=60)
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)]
+    assert not port_open(port)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:

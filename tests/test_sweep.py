@@ -132,12 +132,12 @@ def test_promote_sets_one_champion_per_target_and_it_evaluates(swept):
     client, folder, uri = swept["client"], swept["folder"], swept["uri"]
     for target in TARGETS:
         out = xstilts("promote", target, "--tracking-uri", uri, cwd=folder)
-        assert f"promoted models:/xstilts-{target}@champion" in out
+        assert f"promoted models:/xstilts-{NAME}-{target}@champion" in out
         assert "kept" in xstilts("promote", target, "--tracking-uri", uri, cwd=folder)  # already the best
     models = {m.name: m for m in client.search_registered_models()}
-    assert set(models) == {f"xstilts-{t}" for t in TARGETS}
+    assert set(models) == {f"xstilts-{NAME}-{t}" for t in TARGETS}
     for target in TARGETS:
-        model = models[f"xstilts-{target}"]
+        model = models[f"xstilts-{NAME}-{target}"]
         assert list(model.aliases) == ["champion"]
         version = client.get_model_version_by_alias(model.name, "champion")
         fits = all_runs(swept, f"tags.`xstilts.task` = '{target}' and tags.`xstilts.command` = 'fit' "
@@ -147,13 +147,13 @@ def test_promote_sets_one_champion_per_target_and_it_evaluates(swept):
         assert version.run_id in {r.info.run_id for r in fits if r.data.metrics["selection/score"] == best}
         assert float(version.tags["score"]) == best
 
-    out = xstilts("evaluate", "models:/xstilts-pawsx@champion", "--data-dir", "fixtures", "--max-length", "48",
+    out = xstilts("evaluate", f"models:/xstilts-{NAME}-pawsx@champion", "--data-dir", "fixtures", "--max-length", "48",
                   "--max-eval-examples", "40", "--eval-splits", "test", "--tracking-uri", uri, cwd=folder)
     run_id = out.strip().rsplit("MLflow run ", 1)[1].split()[0]
     evaluation = client.get_run(run_id)
     assert evaluation.info.status == "FINISHED" and evaluation.data.tags["xstilts.task"] == "pawsx"
     assert evaluation.data.tags["xstilts.checkpoint_run_id"] == \
-        client.get_model_version_by_alias("xstilts-pawsx", "champion").run_id
+        client.get_model_version_by_alias(f"xstilts-{NAME}-pawsx", "champion").run_id
     assert "test/mean/accuracy" in evaluation.data.metrics
 
 

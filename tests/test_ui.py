@@ -4,50 +4,19 @@ terminating its process group stops the server too, and so does stopping the `xs
 SIGINT): none of the processes it started is left."""
 
 import json
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 
 import mlflow
 import pytest
 
-from servers import alive, descendants, free_port, port_open, stop_group
+from servers import (descendants, free_port, lines_of, port_open, stop_by_pid, stop_group, wait_for_address,
+                     xstilts_server)
 from sweeps.cli import main
 from sweeps.tracking.store import tracked_run
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def lines_of(stream) -> queue.Queue:
-    """The stream's lines, read on a thread (readline alone would block past any deadline)."""
-    lines: queue.Queue = queue.Queue()
-
-    def pump():
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def wait_for_address(lines: queue.Queue, timeout: float) -> tuple[str, list[str]]:
-    seen, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            continue
-        if line is None:
-            break
-        seen.append(line)
-        if "MLflow UI at http://" in line:
-            return line.split("MLflow UI at ", 1)[1].split()[0], seen
-    raise AssertionError("xstilts ui printed no address:\n" + "".join(seen[-50:]))
 
 
 def post(url: str, body: dict) -> dict:
@@ -66,11 +35,9 @@ def test_ui_serves_the_store_over_the_rest_api(tmp_path):
     assert client.get_run(run.run_id).info.status == "FINISHED"
 
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri", uri],
-                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          start_new_session=True)
+    ui = xstilts_server("ui", "--port", str(port), "--tracking-uri", uri, cwd=tmp_path)
     try:
-        address, _ = wait_for_address(lines_of(ui.stdout), timeout=120)
+        address, _ = wait_for_address(lines_of(ui.stdout), "MLflow UI at ", timeout=120)
         assert address == f"http://127.0.0.1:{port}"
         found = post(f"{address}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})
         (served,) = found["runs"]
@@ -99,19 +66,12 @@ def test_ui_serves_the_store_over_the_rest_api(tmp_path):
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_stopping_ui_by_its_pid_stops_the_server_and_its_workers(tmp_path, how):
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--port", str(port), "--tracking-uri",
-                           f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    ui = xstilts_server("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        cwd=tmp_path)
     try:
-        wait_for_address(lines_of(ui.stdout), timeout=120)
+        wait_for_address(lines_of(ui.stdout), "MLflow UI at ", timeout=120)
         children = descendants(ui.pid)
         assert len(children) >= 2  # mlflow server and its uvicorn worker(s)
-        ui.send_signal(how)  # the ui process alone, by its pid
-        ui.wait(timeout=60)
-        deadline = time.time() + 30
-        while any(alive(pid) for pid in children) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if alive(pid)]
-        assert not port_open(port)
+        stop_by_pid(ui, how, children, port)
     finally:
         stop_group(ui)

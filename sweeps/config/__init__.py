@@ -2,6 +2,8 @@
 one-line validation errors (errors.py) and credentials kept out of command lines and output (secrets.py)."""
 
 from sweeps.config.errors import ConfigError
-from sweeps.config.schema import DataConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig, TrainConfig
+from sweeps.config.schema import (DataConfig, PromoteConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig,
+                                  TrainConfig)
 
-__all__ = ["ConfigError", "DataConfig", "ResumeConfig", "RunConfig", "SweepConfig", "TrackingConfig", "TrainConfig"]
+__all__ = ["ConfigError", "DataConfig", "PromoteConfig", "ResumeConfig", "RunConfig", "SweepConfig", "TrackingConfig",
+           "TrainConfig"]

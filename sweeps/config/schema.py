@@ -154,6 +154,10 @@ class TrackingConfig(Settings):
     artifact_root: str | None = Field(None, description="where a database tracking store (postgresql://…) keeps "
                                       "new experiments' checkpoints: a folder every host mounts, or s3://…, gs://… "
                                       "(default: $XSTILTS_ARTIFACT_ROOT; a server decides for itself)")
+    system_metrics_interval: float | None = Field(
+        None, ge=0, le=3600, description="seconds between samples of CPU, memory, disk, network (and GPU) use, "
+                                         "logged as system/... metrics of every fit run; 0: none (default: "
+                                         "$XSTILTS_SYSTEM_METRICS_INTERVAL, else 10)")
 
     @field_validator("experiment")
     @classmethod
@@ -171,6 +175,47 @@ class ResumeConfig(Settings):
                                                    "on SIGTERM)")
     checkpoint_dir: str | None = Field(None, description="where resumable checkpoints are kept (default: "
                                                          "$XSTILTS_CHECKPOINT_DIR, else <xstilts cache>/resume)")
+
+
+MODEL_NAME_FIELDS = ("task", "experiment")
+
+
+class PromoteConfig(Settings):
+    """`xstilts promote`: which runs compete, and the registered model the champion becomes a version of."""
+
+    experiments: tuple[str, ...] = Field(
+        (), description="rank the runs of these MLflow experiments only, comma-separated (default: the one "
+                        "experiment holding finished fit runs of the task; an error names them when several do)",
+        json_schema_extra={"flag": "--experiment"})
+    model_name: str = Field("xstilts-{experiment}-{task}",
+                            description="registered model name; {task} and {experiment} (the experiments' names "
+                                        "joined by '+') are filled in")
+    checkpoint_only: bool = Field(False, description="register the run's checkpoint folder itself, not an MLflow "
+                                                     "pyfunc model holding a copy of it (no copy on disk; "
+                                                     "mlflow.pyfunc.load_model and mlflow models serve cannot load "
+                                                     "it)")
+
+    @field_validator("experiments")
+    @classmethod
+    def _safe_experiments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(safe_name(name, "experiment") for name in value)
+
+    @field_validator("model_name")
+    @classmethod
+    def _fillable(cls, value: str) -> str:
+        import string
+
+        named = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+        unknown = ["{" + field + "}" for field in named if field not in MODEL_NAME_FIELDS]
+        if unknown:
+            raise ValueError(f"names {', '.join(unknown)}: only {{task}} and {{experiment}} are filled in")
+        if "task" not in named:
+            raise ValueError("must contain {task} (one registered model per task)")
+        safe_name(value.format(task="t", experiment="e"), "model name")
+        return value
+
+    def registered_name(self, task: str, experiments: list[str]) -> str:
+        return self.model_name.format(task=task, experiment="+".join(experiments))
 
 
 class SweepConfig(Settings):
@@ -213,6 +258,7 @@ class RunConfig(Settings):
     # phase trains, so they are no part of its key)
     tracking_timeout: float | None = None
     spool_dir: str | None = None
+    system_metrics_interval: float | None = None
     checkpoint_every_steps: int | None = None
     checkpoint_every_minutes: float | None = None
     checkpoint_dir: str | None = None

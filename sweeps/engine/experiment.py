@@ -100,6 +100,7 @@ class Experiment:
     intermediates: tuple[tuple[str, ...], ...]  # each a sequence of tasks; () is the no-intermediate baseline
     targets: tuple[str, ...]
     search: dict[str, dict] = field(default_factory=dict)  # phase kind -> {TrainConfig field: space}
+    description: str = ""
 
     def space(self, kind: str, task: str) -> dict:
         """The search space of `task` in phase `kind`: the phase's, with the task's own overrides on top."""
@@ -122,6 +123,20 @@ class Experiment:
         return (f"experiment {self.name}: {len(phases)} phase tasks, {len(self.intermediates)} intermediate "
                 f"configurations x {len(self.targets)} targets, {len(self.encoders)} encoder(s) x "
                 f"{len(self.seeds)} seed(s), {self.trials} trial(s) per study")
+
+
+    def note(self) -> str:
+        """What the MLflow experiment holds, in words (its description in the MLflow UI)."""
+        sequences = [" > ".join(s) for s in self.intermediates if s]
+        baseline = " (and none: the baseline)" if () in self.intermediates else ""
+        mlm = f"masked-LM phase {self.mlm}, then " if self.mlm else ""
+        return (f"{self.description + '. ' if self.description else ''}xstilts sweep `{self.name}` "
+                f"({Path(self.path).name}): {mlm}intermediate tasks {', '.join(sequences) or 'none'}{baseline}; "
+                f"targets {', '.join(self.targets)}; encoder {', '.join(self.encoders)}; seed(s) "
+                f"{', '.join(map(str, self.seeds))}; {self.trials} Optuna trial(s) per study. Runs: the parent "
+                f"`sweep-{self.name}`, one run per trial beneath it and the phase run it trained beneath that. "
+                f"`xstilts report {self.name}` writes the intermediate x target table; `xstilts promote TASK "
+                f"--experiment {self.name}` registers a target's best run.")
 
 
 def _fail(path, message: str):
@@ -201,7 +216,7 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
         seeds=tuple(parsed.seeds or [parsed.seed]), trials=parsed.budget.trials,
         timeout_minutes=parsed.budget.timeout_minutes, mlm=parsed.phases.mlm,
         intermediates=_intermediates(path, parsed.phases), targets=tuple(targets),
-        search=parsed.train.model_dump())
+        search=parsed.train.model_dump(), description=parsed.description)
     _check_tasks(path, experiment, registry or load_registry(parsed.data.tasks_files))
     return experiment
 

@@ -15,8 +15,8 @@ from optuna.trial import FixedTrial
 from sweeps.config import TrainConfig
 from sweeps.engine.claims import DONE, read_states
 from sweeps.engine.pipeline import training_data
-from sweeps.engine.sweep import Study, grid_point, grid_size, storage_url, study_graph, suggest
-from sweeps.tracking.store import database_url, default_store, store_exists
+from sweeps.engine.sweep import Study, grid_point, grid_size, study_graph, suggest
+from sweeps.tracking.store import database_url, default_store, storage_url, store_exists
 
 STEP_FIELDS = ("epochs", "batch_size", "accumulate", "max_steps")
 

@@ -41,7 +41,7 @@ from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.runs.preemption import preempted
 from sweeps.runs.run import RunResult
-from sweeps.tracking.store import database_url, default_store, git_commit, tracked_run, tracking_uri
+from sweeps.tracking.store import git_commit, storage_url, tracked_run, tracking_uri
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
@@ -50,14 +50,6 @@ GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def storage_url(explicit: str | None, create: bool = True) -> str | None:
-    """The Optuna storage's URL; with create=False, None where the default sqlite file does not exist yet."""
-    if explicit:
-        return database_url(explicit)
-    if not create:
-        return f"sqlite:///{default_store() / 'optuna.db'}" if (default_store() / "optuna.db").exists() else None
-    default_store().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{default_store() / 'optuna.db'}"
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
@@ -484,7 +476,7 @@ def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
 
     uri = tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(uri)
-    parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))
+    parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name, experiment.note()))
     deadline = time.time() + 60 * experiment.timeout_minutes if experiment.timeout_minutes else None
     url = storage_url(settings.storage)
     claims = Claims(url, GRACE_SECONDS, HEARTBEAT_SECONDS)

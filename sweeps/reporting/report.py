@@ -236,6 +236,17 @@ class Table:
                         writer.writerow([row, f"{title} score", overall, "", "", change, ""])
 
     def heatmap(self, path: Path) -> None:
+        figure = self.heatmap_figure()  # it chooses matplotlib's backend, before pyplot is imported here
+        import matplotlib.pyplot as plt
+
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+
+    def heatmap_figure(self):
+        """Readable at any grid size: the figure grows with the grid and its longest labels, column labels are
+        rotated, the title wraps to the figure's width, and the layout keeps every label and the title inside."""
+        import textwrap
+
         import matplotlib
 
         matplotlib.use("Agg")
@@ -244,16 +255,24 @@ class Table:
 
         grid = np.array([[np.nan if self.delta(r, t) is None else self.delta(r, t) for t in self.targets]
                          for r in self.rows])
-        figure, axes = plt.subplots(figsize=(1.3 * len(self.targets) + 4, 0.6 * len(self.rows) + 2))
-        limit = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0, 1e-6)
-        image = axes.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
-        axes.set_xticks(range(len(self.targets)), self.targets, rotation=30)
-        axes.set_yticks(range(len(self.rows)), self.rows)
+        inch = 0.11  # inches per label character at the 9-point font below
+        row_labels = max(map(len, self.rows), default=1) * inch
+        column_labels = max(map(len, self.targets), default=1) * inch * 0.75  # rotated 45 degrees
+        width = max(0.8 * len(self.targets) + row_labels + 2.5, 6.0)
+        height = 0.5 * len(self.rows) + column_labels + 2.0
+        figure, axes = plt.subplots(figsize=(width, height), layout="constrained")
+        # the colour scale spans at least one point either way: a tenth of a point is not painted as a large change
+        limit = max(float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0, 1.0)
+        image = axes.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        axes.set_xticks(range(len(self.targets)), self.targets, rotation=45, ha="right", rotation_mode="anchor",
+                        fontsize=9)
+        axes.set_yticks(range(len(self.rows)), self.rows, fontsize=9)
         for (row, column), value in np.ndenumerate(grid):
             if np.isfinite(value):
-                axes.text(column, row, f"{value:+.1f}", ha="center", va="center")
-        figure.colorbar(image, label="difference from no intermediate task")
-        axes.set_title("Zero-shot transfer: change from intermediate-task training")
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+                axes.text(column, row, f"{value:+.1f}", ha="center", va="center", fontsize=8)
+        figure.colorbar(image, label="difference from no intermediate task", shrink=min(1.0, 0.3 + 0.1 *
+                                                                                         len(self.rows)))
+        title = "Zero-shot transfer: change from intermediate-task training (target score minus its score without an " \
+                "intermediate task)"
+        axes.set_title("\n".join(textwrap.wrap(title, max(int(width * 9), 30))), fontsize=10)
+        return figure

@@ -136,7 +136,7 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
     from sweeps.runs.preemption import preempted
     from sweeps.runs.resume import Resume
     from sweeps.tracking import faults
-    from sweeps.tracking.store import tracked_run, tracking_uri, untracked_run
+    from sweeps.tracking.store import system_metrics, tracked_run, tracking_uri, untracked_run
 
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
@@ -155,7 +155,7 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
     track = tracked_run if rank == 0 else untracked_run  # one run, tracked by rank 0
     with track(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                config.parent_run_id, config.spool_dir) as run, \
-            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp:
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp, system_metrics(run, config.system_metrics_interval):
         run.log_params(config.params())
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
@@ -229,7 +229,15 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
     sizes = {f"data.size.{name}": n for name, n in datamodule.sizes().items()}
     cache = {f"data.cache_hit.{name}": hit for name, hit in datamodule.cache_hits.items()}
     run.log_params({**sources, **sizes, **cache})
-    _log_provenance(run, [prepared.train_task, prepared.task], datamodule.data_dir)
+    _log_read_data(run, datamodule, [prepared.train_task, prepared.task])
+
+
+def _log_read_data(run, datamodule, tasks) -> None:
+    """What the run read: MLflow datasets (sweeps/tracking/datasets.py), provenance, perturbed samples."""
+    from sweeps.tracking.datasets import dataset_inputs
+
+    run.log_inputs(dataset_inputs(datamodule.read_sets(), datamodule.data_dir))
+    _log_provenance(run, tasks, datamodule.data_dir)
     _log_robustness(run, datamodule)
 
 
@@ -304,8 +312,7 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
         run.log_params({f"data.size.{name}": n for name, n in datamodule.sizes().items()})
-        _log_provenance(run, [prepared.task], datamodule.data_dir)
-        _log_robustness(run, datamodule)
+        _log_read_data(run, datamodule, [prepared.task])
         module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id,
                             on_predictions=prediction_sink(run, prepared.task, predictions_dir))
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)

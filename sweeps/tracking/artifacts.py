@@ -29,7 +29,7 @@ def _run_and_path(client, name: str) -> tuple[str, str]:
     else:
         registered, _, number = model.rpartition("/")
         version = client.get_model_version(registered, number)
-    return version.run_id, version.source.rstrip("/").rsplit("/", 1)[-1]
+    return version.run_id, "checkpoint"  # a champion's run (its version may hold a copy: a pyfunc model)
 
 
 def local_checkpoint(name: str, uri: str) -> Path:

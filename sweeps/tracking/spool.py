@@ -96,6 +96,8 @@ def sync_folder(folder: Path, client=None) -> Synced:
     import mlflow
     from mlflow.entities import Metric, Param
 
+    from sweeps.tracking.datasets import as_entities
+
     record = json.loads((folder / "record.json").read_text())
     client = client or mlflow.MlflowClient(record["uri"])
     run_id, sent = record["run_id"], record["sent"]
@@ -113,6 +115,8 @@ def sync_folder(folder: Path, client=None) -> Synced:
         elif op["op"] == "tags":
             for key, value in op["tags"].items():
                 client.set_tag(run_id, key, value)
+        elif op["op"] == "inputs":
+            client.log_inputs(run_id, datasets=as_entities(op["inputs"]))
         elif op["op"] == "dict":
             client.log_dict(run_id, op["data"], op["file"])
         elif op["op"] == "artifacts":

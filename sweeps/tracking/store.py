@@ -75,6 +75,17 @@ def artifact_root() -> str | None:
     return root.rstrip("/") if re.match(r"^[a-z0-9]+://", root) else Path(root).resolve().as_uri()
 
 
+def storage_url(explicit: str | None, create: bool = True) -> str | None:
+    """The Optuna storage of sweeps (and `xstilts dashboard`): `explicit`, else sqlite in mlruns/; with create=False,
+    None where that sqlite file does not exist yet."""
+    if explicit:
+        return database_url(explicit)
+    if not create:
+        return f"sqlite:///{default_store() / 'optuna.db'}" if (default_store() / "optuna.db").exists() else None
+    default_store().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{default_store() / 'optuna.db'}"
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """A new experiment's artifacts: under the artifact root if one is given; else beside a sqlite store's database;
     a server decides for itself (proxied artifacts). A database store needs a root (preflight checks it): MLflow
@@ -86,17 +97,28 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment).resolve().as_uri()
 
 
-def experiment_id(client, uri: str, name: str) -> str:
+NOTE = "mlflow.note.content"  # an experiment's description in the MLflow UI
+
+
+def experiment_id(client, uri: str, name: str, description: str | None = None) -> str:
+    """The experiment's id, created if needed. `description` (a sweep's, from its file) replaces the experiment's
+    description; without it, an experiment that has none gets the generic one."""
     existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
-    except Exception:  # another worker created it first
+    if existing is None:
+        try:
+            client.create_experiment(name, artifact_location=artifact_location(uri, name))
+        except Exception:  # another worker created it first
+            if client.get_experiment_by_name(name) is None:
+                raise
         existing = client.get_experiment_by_name(name)
-        if existing is None:
-            raise
-        return existing.experiment_id
+    if description is not None and existing.tags.get(NOTE) != description:
+        client.set_experiment_tag(existing.experiment_id, NOTE, description)
+    elif description is None and NOTE not in existing.tags:
+        client.set_experiment_tag(existing.experiment_id, NOTE, f"xstilts runs of experiment `{name}` (fit, "
+                                  f"evaluate, compare): each run's tags name its command (`xstilts.command`) and task "
+                                  f"(`xstilts.task`); `xstilts promote TASK --experiment {name}` registers a task's "
+                                  f"best fit run.")
+    return existing.experiment_id
 
 
 def git_commit() -> str:
@@ -194,6 +216,13 @@ class Run:
         if self._background is not None:
             self._background.shutdown(wait=True)
             self._background = None
+
+    def log_inputs(self, inputs: list[dict]) -> None:
+        """Datasets the run read (sweeps/tracking/datasets.py: their JSON-able descriptions)."""
+        from sweeps.tracking.datasets import as_entities
+
+        self._send({"op": "inputs", "inputs": inputs},
+                   lambda: self.client.log_inputs(self.run_id, datasets=as_entities(inputs)))
 
     def set_tags(self, tags: dict) -> None:
         values = {key: str(value) for key, value in tags.items()}
@@ -316,6 +345,31 @@ def untracked_run(*args, **kwargs):
     yield UntrackedRun()
 
 
+SYSTEM_METRICS_ENV = "XSTILTS_SYSTEM_METRICS_INTERVAL"
+
+
+@contextmanager
+def system_metrics(run: Run, interval: float | None = None):
+    """CPU, memory, disk and network use (and GPU, where nvidia-ml-py is installed) logged by MLflow's monitor as
+    `system/...` metrics of `run` every `interval` seconds while the block runs (default: $XSTILTS_SYSTEM_METRICS_
+    INTERVAL, else 10; 0: none). A block shorter than one interval logs none."""
+    seconds = interval if interval is not None else float(os.environ.get(SYSTEM_METRICS_ENV) or 10)
+    if seconds <= 0 or run.offline is not None or run.client is None:  # offline, or a rank that tracks nothing
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    # the monitor stops at its first call the store does not answer, and says so in its own words: the run's one line
+    # about the store out of reach (the spool's) is the one the user sees
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
+    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=seconds, tracking_uri=run.uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
 def open_store(uri: str, experiment: str):
     """(client, experiment id), or TrackingUnavailable in one line when the store does not answer."""
     import mlflow
@@ -376,7 +430,10 @@ def tracked_run(uri: str, experiment: str, run_name: str, tags: dict | None = No
 
     client, experiment_id_ = open_store(uri, experiment)
     send_spooled(client, uri, spool_dir)
-    all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.runName": run_name, **(tags or {})}
+    tags = tags or {}
+    source = "xstilts sweep" if "xstilts.sweep" in tags else f"xstilts {tags.get('xstilts.command', 'run')}"
+    all_tags = {"mlflow.source.git.commit": git_commit(), "mlflow.source.name": source,
+                "mlflow.source.type": "LOCAL", "mlflow.runName": run_name, **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     # a tracking server takes string tag values only (a sqlite store converts them itself)

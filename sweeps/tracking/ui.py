@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 
 def start_server(uri: str, port: int, host: str = "127.0.0.1") -> subprocess.Popen:
@@ -19,17 +17,3 @@ def start_server(uri: str, port: int, host: str = "127.0.0.1") -> subprocess.Pop
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
     environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
     return start_group(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until_up(address: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {server.stderr.read()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{address}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"mlflow server did not answer at {address} within {timeout:.0f} s")
