@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from lightning_modules.formats import UnknownFormat, get_spec
+from lightning_modules.formats import MIXTURE, UnknownFormat, get_spec
 
 BUILTIN_TASKS = Path(__file__).with_name("tasks.yaml")
 SPLITS = ("train", "validation", "test")
@@ -67,6 +67,8 @@ class TaskSpec:
     calibration_split: str | None = None  # retrieval F1: the labelled split whose best threshold the others use
     benchmarks: dict = field(default_factory=dict)  # benchmark name -> its fixed language list ("all": languages)
     variant_of: str | None = None  # the same benchmark task read from other data (bucc2018_official: bucc2018)
+    mixture: object = None  # a mixture of tasks (datamodules/mixtures.py: Mixture), format "mixture"
+    members: tuple = ()  # a mixture's tasks (TaskSpec), resolved when the registry is loaded
 
     def benchmark_languages(self, benchmark: str) -> list[str]:
         """The task's fixed language list in `benchmark` ([] if it is not part of it)."""
@@ -119,6 +121,10 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
     where = f"task {name!r}" + (f" in {origin}" if origin else "")
     if not isinstance(raw, dict):
         _fail(where, "a task is a mapping of options")
+    if "mixture" in raw:
+        from datamodules.mixtures import parse_mixture
+
+        return parse_mixture(name, raw, where)
     _check_keys(where, raw, [f.name for f in fields(TaskSpec) if f.name != "name"])
     for key in ("kind", "format", "sources", "columns", "languages", "metric"):
         if key not in raw:
@@ -128,6 +134,8 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
         format_spec = get_spec(fmt)
     except UnknownFormat as error:
         _fail(where, str(error))
+    if fmt == MIXTURE:
+        _fail(where, "a mixture is declared with `mixture: {tasks: [...], sampling: ...}`, not `format: mixture`")
     if kind not in KINDS:
         _fail(where, f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     if metric not in format_spec.metrics:
@@ -221,7 +229,9 @@ def load_registry(extra_files=()) -> dict[str, TaskSpec]:
     for spec in registry.values():
         _check_train_task(spec, registry)
         _check_variant(spec, registry)
-    return registry
+    from datamodules.mixtures import with_members
+
+    return {name: with_members(spec, registry) if spec.mixture else spec for name, spec in registry.items()}
 
 
 def _check_variant(spec: TaskSpec, registry: dict[str, TaskSpec]) -> None:
