@@ -18,22 +18,17 @@ and each task's batches come from its own shuffled order, reshuffled when used u
 (seed, epoch) alone: a resumed fit sees the same batches (datamodules/resumable.py).
 
 The mixture's English validation score is the mean of its tasks' own metrics (lightning_modules/formats/mixture.py).
-Its batches and data: datamodules/mixture_data.py.
+Checked against the registry in datamodules/tasks.py; its batches and data: datamodules/mixture_data.py.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from datamodules.tasks import TaskError, TaskSpec
-from lightning_modules.formats import MIXTURE, get_spec
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SAMPLING = ("proportional", "temperature", "equal")
-MIXTURE_KEYS = ("mixture", "kind", "description", "domain", "tags")
 
 
 class Mixture(BaseModel):
@@ -85,55 +80,3 @@ def describe(mixture: Mixture, sizes: dict[str, int]) -> dict[str, object]:
     found.update({f"mixture.examples.{task}": n for task, n in sizes.items()})
     found.update({f"mixture.rate.{task}": round(rate, 6) for task, rate in rates(mixture, sizes).items()})
     return found
-
-
-# ---------------------------------------------------------------------------------------------- the registry
-
-
-def parse_mixture(name: str, raw: dict, where: str) -> TaskSpec:
-    """A tasks-file entry with `mixture:` as a TaskSpec of format "mixture" (its members resolved later)."""
-    unknown = sorted(set(raw) - set(MIXTURE_KEYS))
-    if unknown:
-        raise TaskError(f"{where}: unknown option(s) {', '.join(unknown)} for a mixture; valid: "
-                        f"{', '.join(MIXTURE_KEYS)}")
-    if raw.get("kind", "intermediate") != "intermediate":
-        raise TaskError(f"{where}: a mixture is an intermediate task (kind: intermediate), not {raw['kind']!r}")
-    if not isinstance(raw["mixture"], dict):
-        raise TaskError(f"{where}: `mixture` is a mapping (tasks, sampling, temperature, max_examples_per_task)")
-    try:
-        mixture = Mixture.model_validate(raw["mixture"])
-    except ValidationError as error:
-        problem = error.errors()[0]
-        loc = ".".join(map(str, ("mixture", *problem["loc"])))
-        shown = "" if problem["type"] == "missing" else f" {problem['input']!r}"
-        raise TaskError(f"{where}: {loc}{shown}: {problem['msg'].removeprefix('Value error, ')}") from None
-    return TaskSpec(name=name, kind="intermediate", format=MIXTURE, sources=[], columns={}, languages=[],
-                    metric="score", description=raw.get("description", ""), domain=raw.get("domain"),
-                    tags=raw.get("tags") or {}, mixture=mixture)
-
-
-def with_members(spec: TaskSpec, registry: dict[str, TaskSpec]) -> TaskSpec:
-    """The mixture with its tasks resolved and checked: registered, trainable on their own data, higher-is-better
-    metric, one training language (the mixture's)."""
-    where = f"mixture {spec.name!r}"
-    members = []
-    for name in spec.mixture.tasks:
-        member = registry.get(name)
-        if member is None:
-            raise TaskError(f"{where}: unknown task {name!r}; registered: {', '.join(sorted(registry))}")
-        format_spec = get_spec(member.format)
-        if member.mixture is not None:
-            raise TaskError(f"{where}: task {name!r} is itself a mixture; list its tasks instead")
-        if not format_spec.trains:
-            raise TaskError(f"{where}: task {name!r} ({member.format}) is evaluation only: nothing to train")
-        if member.train_task:
-            raise TaskError(f"{where}: task {name!r} trains on {member.train_task!r}: list {member.train_task!r}")
-        if format_spec.lower_is_better(member.metric):
-            raise TaskError(f"{where}: task {name!r} is scored by {member.metric} (lower is better); a mixture's "
-                            f"score is the mean of higher-is-better metrics")
-        members.append(member)
-    languages = sorted({m.train_language for m in members})
-    if len(languages) > 1:
-        raise TaskError(f"{where}: its tasks train in different languages ({', '.join(languages)}); a mixture "
-                        f"has one training language")
-    return replace(spec, members=tuple(members), languages=languages, train_language=languages[0])

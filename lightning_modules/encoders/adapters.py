@@ -21,7 +21,6 @@ from pathlib import Path
 
 from torch import nn
 
-PLACEMENTS = ("houlsby", "pfeiffer")
 CONFIG_KEY = "xstilts_adapters"  # the encoder config's list of its adapters, oldest first
 PREFIX = "xstilts_adapter_"
 ATTENTION_OUTPUT = re.compile(r"(^|\.)layer\.\d+\.attention\.output$")
@@ -65,8 +64,8 @@ def _apply(adapter: Bottleneck):
 def add_adapter(encoder, placement: str, reduction_factor: int) -> list[nn.Parameter]:
     """A new adapter after every sublayer of `placement`, stacked on any the encoder already has; returns its
     parameters. The encoder's config records it, so a saved encoder can be rebuilt with `restore_adapters`."""
-    if placement not in PLACEMENTS:
-        raise AdapterError(f"unknown adapter placement {placement!r}; valid: {', '.join(PLACEMENTS)}")
+    if placement not in ("houlsby", "pfeiffer"):
+        raise AdapterError(f"unknown adapter placement {placement!r}; valid: houlsby, pfeiffer")
     existing = list(getattr(encoder.config, CONFIG_KEY, None) or [])
     name = f"{PREFIX}{len(existing)}"
     parameters = []

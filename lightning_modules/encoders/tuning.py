@@ -9,10 +9,8 @@ are not linear): the checkpoint keeps them, stacked, and the next phase loads th
 
 from __future__ import annotations
 
-from lightning_modules.encoders.adapters import PLACEMENTS, add_adapter, adapter_parameter_names
-
 TUNING_MODES = ("full", "frozen_embeddings", "lora", "ia3", "adapter")
-ADAPTER_PLACEMENTS = PLACEMENTS
+ADAPTER_PLACEMENTS = ("houlsby", "pfeiffer")  # lightning_modules/encoders/adapters.py (imported when used: torch)
 ATTENTION = ["query", "value"]  # BERT and XLM-R attention projections
 FEED_FORWARD = ["output.dense"]
 
@@ -27,6 +25,8 @@ def apply_tuning(encoder, mode: str, lora_rank: int = 8, adapter_placement: str 
         encoder.get_input_embeddings().requires_grad_(False)
         return encoder
     if mode == "adapter":
+        from lightning_modules.encoders.adapters import add_adapter
+
         encoder.requires_grad_(False)  # earlier adapters too: the new one stacks on them
         for parameter in add_adapter(encoder, adapter_placement, adapter_reduction_factor):
             parameter.requires_grad_(True)
@@ -47,6 +47,8 @@ def merged(encoder):
 
 def adapter_parameters(encoder) -> int:
     """Parameters of the encoder's adapters (LoRA, IA3, bottleneck), trained now or carried from a phase before."""
+    from lightning_modules.encoders.adapters import adapter_parameter_names
+
     bottleneck = set(adapter_parameter_names(encoder))
     return sum(p.numel() for name, p in encoder.named_parameters()
                if "lora_" in name or "ia3_" in name or name in bottleneck)
