@@ -105,6 +105,7 @@ class TaskDataModule(L.LightningDataModule):
         self.cache_hits: dict[str, bool] = {}
         self.train_features = None
         self.train_key: dict | None = None  # what identifies the training rows (data_key)
+        self.train_examples: int | None = None  # training rows (before featurizing: span QA windows are more)
         self.selection_set: EvalSet | None = None
         self.eval_sets: list[EvalSet] = []
         # perturbed copies and adversarial sets of the final evaluation (never of the `val` set that selects)
@@ -276,6 +277,7 @@ class TaskDataModule(L.LightningDataModule):
         examples = self.examples(self.train_task, "train", train_lang, self.max_train_examples, self.streaming)
         key = self.data_key(self.train_task, "train", train_lang, self.max_train_examples)
         self.train_key = key
+        self.train_examples = None if self.streaming else len(examples)
         self.train_features = self.features(examples, True, f"train/{train_lang}", key)
         if self.train_task.has_split("validation"):
             self.selection_set = self.eval_set(self.train_task, "validation", train_lang,
@@ -311,6 +313,11 @@ class TaskDataModule(L.LightningDataModule):
         # without blocking
         return {"num_workers": self.num_workers, "persistent_workers": persistent and self.num_workers > 0,
                 "pin_memory": torch.cuda.is_available()}
+
+    @property
+    def selection_sets(self) -> list[EvalSet]:
+        """The English validation sets that select the checkpoint (one here; one per task in a mixture)."""
+        return [self.selection_set] if self.selection_set else []
 
     def val_dataloader(self):
         return [self._eval_loader(self.selection_set, persistent=True)] if self.selection_set else []

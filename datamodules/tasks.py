@@ -7,16 +7,20 @@ XSTILTS_TASKS environment variable (paths separated by ':').
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
-from lightning_modules.formats import UnknownFormat, get_spec
+from datamodules.mixtures import Mixture
+
+from lightning_modules.formats import MIXTURE, UnknownFormat, get_spec
 
 BUILTIN_TASKS = Path(__file__).with_name("tasks.yaml")
 SPLITS = ("train", "validation", "test")
 KINDS = ("intermediate", "target")
+MIXTURE_KEYS = ("mixture", "kind", "description", "domain", "tags")  # the options of a mixture's entry
 
 # Retrieval layouts (datamodules/pools.py): "pairs" reads aligned (source, target) rows (the format's own fields);
 # the others build a pool of queries and candidates, from their own files (bucc2018, mewslix: local only) or from
@@ -67,6 +71,8 @@ class TaskSpec:
     calibration_split: str | None = None  # retrieval F1: the labelled split whose best threshold the others use
     benchmarks: dict = field(default_factory=dict)  # benchmark name -> its fixed language list ("all": languages)
     variant_of: str | None = None  # the same benchmark task read from other data (bucc2018_official: bucc2018)
+    mixture: Mixture | None = None  # a mixture of tasks (datamodules/mixtures.py), format "mixture"
+    members: tuple = ()  # a mixture's tasks (TaskSpec), resolved when the registry is loaded
 
     def benchmark_languages(self, benchmark: str) -> list[str]:
         """The task's fixed language list in `benchmark` ([] if it is not part of it)."""
@@ -119,6 +125,8 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
     where = f"task {name!r}" + (f" in {origin}" if origin else "")
     if not isinstance(raw, dict):
         _fail(where, "a task is a mapping of options")
+    if "mixture" in raw:
+        return _parse_mixture(name, raw, where)
     _check_keys(where, raw, [f.name for f in fields(TaskSpec) if f.name != "name"])
     for key in ("kind", "format", "sources", "columns", "languages", "metric"):
         if key not in raw:
@@ -128,6 +136,8 @@ def parse_task(name: str, raw: dict, origin: str = "") -> TaskSpec:
         format_spec = get_spec(fmt)
     except UnknownFormat as error:
         _fail(where, str(error))
+    if fmt == MIXTURE:
+        _fail(where, "a mixture is declared with `mixture: {tasks: [...], sampling: ...}`, not `format: mixture`")
     if kind not in KINDS:
         _fail(where, f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     if metric not in format_spec.metrics:
@@ -221,7 +231,7 @@ def load_registry(extra_files=()) -> dict[str, TaskSpec]:
     for spec in registry.values():
         _check_train_task(spec, registry)
         _check_variant(spec, registry)
-    return registry
+    return {name: _with_members(spec, registry) if spec.mixture else spec for name, spec in registry.items()}
 
 
 def _check_variant(spec: TaskSpec, registry: dict[str, TaskSpec]) -> None:
@@ -243,6 +253,55 @@ def _check_train_task(spec: TaskSpec, registry: dict[str, TaskSpec]) -> None:
         raise TaskError(f"task {spec.name!r}: train_task {spec.train_task!r} is not a registered task")
     if trainer.format != spec.format or trainer.labels != spec.labels:
         raise TaskError(f"task {spec.name!r}: train_task {trainer.name!r} must have the same format and labels")
+
+
+def _parse_mixture(name: str, raw: dict, where: str) -> TaskSpec:
+    """A tasks-file entry with `mixture:` as a TaskSpec of format "mixture" (its members resolved later)."""
+    unknown = sorted(set(raw) - set(MIXTURE_KEYS))
+    if unknown:
+        raise TaskError(f"{where}: unknown option(s) {', '.join(unknown)} for a mixture; valid: "
+                        f"{', '.join(MIXTURE_KEYS)}")
+    if raw.get("kind", "intermediate") != "intermediate":
+        raise TaskError(f"{where}: a mixture is an intermediate task (kind: intermediate), not {raw['kind']!r}")
+    if not isinstance(raw["mixture"], dict):
+        raise TaskError(f"{where}: `mixture` is a mapping (tasks, sampling, temperature, max_examples_per_task)")
+    try:
+        mixture = Mixture.model_validate(raw["mixture"])
+    except ValidationError as error:
+        problem = error.errors()[0]
+        loc = ".".join(map(str, ("mixture", *problem["loc"])))
+        shown = "" if problem["type"] == "missing" else f" {problem['input']!r}"
+        raise TaskError(f"{where}: {loc}{shown}: {problem['msg'].removeprefix('Value error, ')}") from None
+    return TaskSpec(name=name, kind="intermediate", format=MIXTURE, sources=[], columns={}, languages=[],
+                    metric="score", description=raw.get("description", ""), domain=raw.get("domain"),
+                    tags=raw.get("tags") or {}, mixture=mixture)
+
+
+def _with_members(spec: TaskSpec, registry: dict[str, TaskSpec]) -> TaskSpec:
+    """The mixture with its tasks resolved and checked: registered, trainable on their own data, higher-is-better
+    metric, one training language (the mixture's)."""
+    where = f"mixture {spec.name!r}"
+    members = []
+    for name in spec.mixture.tasks:
+        member = registry.get(name)
+        if member is None:
+            raise TaskError(f"{where}: unknown task {name!r}; registered: {', '.join(sorted(registry))}")
+        format_spec = get_spec(member.format)
+        if member.mixture is not None:
+            raise TaskError(f"{where}: task {name!r} is itself a mixture; list its tasks instead")
+        if not format_spec.trains:
+            raise TaskError(f"{where}: task {name!r} ({member.format}) is evaluation only: nothing to train")
+        if member.train_task:
+            raise TaskError(f"{where}: task {name!r} trains on {member.train_task!r}: list {member.train_task!r}")
+        if format_spec.lower_is_better(member.metric):
+            raise TaskError(f"{where}: task {name!r} is scored by {member.metric} (lower is better); a mixture's "
+                            f"score is the mean of higher-is-better metrics")
+        members.append(member)
+    languages = sorted({m.train_language for m in members})
+    if len(languages) > 1:
+        raise TaskError(f"{where}: its tasks train in different languages ({', '.join(languages)}); a mixture "
+                        f"has one training language")
+    return replace(spec, members=tuple(members), languages=languages, train_language=languages[0])
 
 
 def get_task(name: str, registry: dict[str, TaskSpec]) -> TaskSpec:

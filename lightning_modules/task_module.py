@@ -73,8 +73,7 @@ class TaskModule(L.LightningModule):
         if self.trainer.sanity_checking:
             self._outputs.clear()
             return
-        datamodule = self.trainer.datamodule
-        self._score([datamodule.selection_set] if datamodule.selection_set else [], final=False)
+        self._score(self.trainer.datamodule.selection_sets, final=False)
 
     def on_test_epoch_end(self):
         datamodule = self.trainer.datamodule
@@ -97,6 +96,7 @@ class TaskModule(L.LightningModule):
                            for lang, result in by_lang.items() for metric, value in result.items()})
             train_language = eval_sets[0].task.train_language
             scores.update({f"{split}/{key}": value for key, value in mean_scores(by_lang, train_language).items()})
+        scores.update(self.fmt.summary(scores, eval_sets))
         self._outputs.clear()
         self.scores.update(scores)
         self.log_dict(exact(scores))

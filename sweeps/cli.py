@@ -134,7 +134,8 @@ def cmd_tasks(args) -> None:
     registry = load_registry(getattr(args, "tasks_files", ()))
     rows = [("task", "kind", "format", "metric", "data source", "XTREME", "XTREME-R", "all", "languages")]
     for spec in registry.values():
-        source = ", ".join(sorted({s.dataset for s in spec.sources}))
+        source = ", ".join(sorted({s.dataset for s in spec.sources})) or \
+            f"mixture of {', '.join(spec.mixture.tasks)} ({spec.mixture.sampling})"
         trained = f" (train: {spec.train_task})" if spec.train_task else ""
         counts = [str(len(spec.benchmark_languages(b))) if b in spec.benchmarks else "-" for b in ("xtreme", "xtreme-r")]
         rows.append((spec.name, spec.kind, spec.format, spec.metric, source + trained, *counts,

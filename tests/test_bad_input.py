@@ -139,6 +139,46 @@ def test_fit_inputs_checked_before_any_run(args, expected, tmp_path, capsys):
     assert created(tmp_path) == []
 
 
+MIXTURES = [
+    ("{tasks: [mnli, nosuch]}", ["mixture 'mix': unknown task 'nosuch'; registered: anli_plus"]),
+    ("{tasks: []}", ["task 'mix' in", "mixture.tasks []", "at least 2 items"]),
+    ("{tasks: [mnli]}", ["mixture.tasks", "at least 2 items"]),
+    ("{tasks: [mnli, mnli]}", ["mixture.tasks", "task(s) mnli listed twice"]),
+    ("{tasks: [mnli, copa], sampling: temperature, temperature: 0}", ["mixture.temperature 0", "greater than 0"]),
+    ("{tasks: [mnli, copa], sampling: temperature, temperature: -1}", ["mixture.temperature -1", "greater than 0"]),
+    ("{tasks: [mnli, copa], temperature: 2}", ["temperature is for sampling: temperature (sampling is proportional)"]),
+    ("{tasks: [mnli, copa], sampling: sometimes}", ["mixture.sampling 'sometimes'", "'proportional', 'temperature'"]),
+    ("{tasks: [mnli, copa], max_examples_per_task: 0}", ["mixture.max_examples_per_task 0", "greater than or equal to 1"]),
+    ("{tasks: [mnli, copa], weights: [1, 2]}", ["mixture.weights", "Extra inputs are not permitted"]),
+    ("{tasks: [mnli, bucc2018]}", ["mixture 'mix': task 'bucc2018' (retrieval) is evaluation only"]),
+    ("{tasks: [mnli, xnli]}", ["mixture 'mix': task 'xnli' trains on 'mnli': list 'mnli'"]),
+    ("[mnli, copa]", ["`mixture` is a mapping (tasks, sampling, temperature, max_examples_per_task)"]),
+]
+
+
+@pytest.mark.parametrize("mixture, expected", MIXTURES, ids=[m[0] for m in MIXTURES])
+def test_mixture_declarations_checked_before_any_run(mixture, expected, tmp_path, capsys):
+    path = tasks_file(tmp_path, f"mix:\n  mixture: {mixture}\n")
+    line = run(["fit", "mix", "--tasks-file", path, "--data-dir", "fixtures", "--tracking-uri", stores(tmp_path)[0]],
+               tmp_path, capsys)
+    assert all(part in line for part in expected), line
+    assert created(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--perturb", "typos"], ["--perturb/--adversarial are for target tasks; mix is a mixture"]),
+    (["--streaming", "--max-steps", "2"], ["--streaming: mix is a mixture"]),
+    (["--tuning", "adapter", "--adapter-placement", "middle"], ["--adapter-placement middle", "houlsby", "pfeiffer"]),
+    (["--tuning", "adapter", "--adapter-reduction-factor", "0"], ["--adapter-reduction-factor 0", ">= 1"]),
+])
+def test_mixture_and_adapter_settings(args, expected, tmp_path, capsys):
+    path = tasks_file(tmp_path, "mix:\n  mixture: {tasks: [mnli, copa]}\n")
+    line = run(["fit", "mix", "--tasks-file", path, "--data-dir", "fixtures", "--tracking-uri", stores(tmp_path)[0],
+                *args], tmp_path, capsys)
+    assert all(part in line for part in expected), line
+    assert created(tmp_path) == []
+
+
 def test_tasks_file_with_a_yaml_error_names_its_line(tmp_path, capsys):
     path = tasks_file(tmp_path, "mine:\n  kind: [intermediate\n")
     line = run(["fit", "mine", "--tasks-file", path, "--tracking-uri", stores(tmp_path)[0]], tmp_path, capsys)
@@ -289,6 +329,8 @@ SWEEPS = [
     (GOOD.replace("name: small", "name: ../escape"), [], ["name ../escape", "not a safe name"]),
     (GOOD.replace("max_length: 32", "max_length: 2"), [], ["data.max_length 2", ">= 8"]),
     (GOOD.replace("phases: {", "phases: {mlm: mnli, "), [], ["phases.mlm: task 'mnli' is not a masked_lm task"]),
+    (GOOD.replace("data: {", "data: {mixture: {tasks: [mnli, copa]}, "), [],
+     ["data.mixture: declare a mixture by name in a tasks file"]),
     (GOOD.replace("data_dir: fixtures", "data_dir: /no/such/dir"), [], ["data_dir /no/such/dir is not a folder"]),
     (GOOD, ["--storage", "foo://x"], ["--storage foo://x: unsupported scheme 'foo'; valid: sqlite, postgresql"]),
     (GOOD, ["--storage", f"postgresql://user:{SECRET}@127.0.0.1:1/optuna"],

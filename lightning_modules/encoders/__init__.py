@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -72,13 +73,29 @@ def load_encoder(name: str):
     """(encoder, tokenizer) for an encoder name, without any task head."""
     from transformers import AutoModel, AutoTokenizer
 
+    from transformers import AutoConfig
+
+    from lightning_modules.encoders.adapters import has_adapters, restore_adapters
+
     location = resolve(name)
-    encoder = AutoModel.from_pretrained(location, add_pooling_layer=False) if _has_pooler(location) \
-        else AutoModel.from_pretrained(location)
+    config = AutoConfig.from_pretrained(location)
+    options = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+    if has_adapters(config):  # an earlier phase's bottleneck adapters: rebuilt and loaded after the encoder
+        with _quiet_transformers():  # its load report would call the adapters' weights unexpected
+            encoder = AutoModel.from_pretrained(location, **options)
+        restore_adapters(encoder, Path(location) / "model.safetensors")
+    else:
+        encoder = AutoModel.from_pretrained(location, **options)
     return encoder, AutoTokenizer.from_pretrained(location)
 
 
-def _has_pooler(location: str) -> bool:
-    from transformers import AutoConfig
+@contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging
 
-    return AutoConfig.from_pretrained(location).model_type in ("bert", "roberta", "xlm-roberta")
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)

@@ -1,27 +1,35 @@
-"""What a phase trains: the whole encoder, the encoder without its embeddings, or parameter-efficient adapters
-(LoRA or IA3 through peft) with the encoder frozen. The task head always trains.
+"""What a phase trains: the whole encoder, the encoder without its embeddings, parameter-efficient adapters with the
+encoder frozen (LoRA or IA3 through peft), or bottleneck adapters (Houlsby or Pfeiffer placement,
+lightning_modules/encoders/adapters.py) with the encoder frozen. The task head always trains.
 
-Bottleneck (Houlsby/Pfeiffer) adapters are not offered: the maintained library for them (`adapters` 1.3) pins
-transformers ~=4.57, and xstilts runs on transformers 5.
-
-A phase's checkpoint holds the encoder with its adapter merged in, so the next phase starts from a standard model
-and (if it tunes with adapters too) trains a fresh adapter on top.
+A phase's checkpoint holds the encoder with its LoRA/IA3 adapter merged in, so the next phase starts from a standard
+model and (if it tunes with adapters too) trains a fresh adapter on top. Bottleneck adapters cannot be merged (they
+are not linear): the checkpoint keeps them, stacked, and the next phase loads them with the encoder.
 """
 
 from __future__ import annotations
 
-TUNING_MODES = ("full", "frozen_embeddings", "lora", "ia3")
+TUNING_MODES = ("full", "frozen_embeddings", "lora", "ia3", "adapter")
+ADAPTER_PLACEMENTS = ("houlsby", "pfeiffer")  # lightning_modules/encoders/adapters.py (imported when used: torch)
 ATTENTION = ["query", "value"]  # BERT and XLM-R attention projections
 FEED_FORWARD = ["output.dense"]
 
 
-def apply_tuning(encoder, mode: str, lora_rank: int = 8):
+def apply_tuning(encoder, mode: str, lora_rank: int = 8, adapter_placement: str = "pfeiffer",
+                 adapter_reduction_factor: int = 16):
     if mode not in TUNING_MODES:
         raise ValueError(f"unknown tuning mode {mode!r}; valid: {', '.join(TUNING_MODES)}")
     if mode == "full":
         return encoder
     if mode == "frozen_embeddings":
         encoder.get_input_embeddings().requires_grad_(False)
+        return encoder
+    if mode == "adapter":
+        from lightning_modules.encoders.adapters import add_adapter
+
+        encoder.requires_grad_(False)  # earlier adapters too: the new one stacks on them
+        for parameter in add_adapter(encoder, adapter_placement, adapter_reduction_factor):
+            parameter.requires_grad_(True)
         return encoder
     from peft import IA3Config, LoraConfig, get_peft_model
 
@@ -33,9 +41,14 @@ def apply_tuning(encoder, mode: str, lora_rank: int = 8):
 
 
 def merged(encoder):
-    """The plain encoder, adapters merged into its weights."""
+    """The plain encoder, LoRA/IA3 adapters merged into its weights (bottleneck adapters stay, as modules)."""
     return encoder.merge_and_unload() if hasattr(encoder, "merge_and_unload") else encoder
 
 
 def adapter_parameters(encoder) -> int:
-    return sum(p.numel() for name, p in encoder.named_parameters() if "lora_" in name or "ia3_" in name)
+    """Parameters of the encoder's adapters (LoRA, IA3, bottleneck), trained now or carried from a phase before."""
+    from lightning_modules.encoders.adapters import adapter_parameter_names
+
+    bottleneck = set(adapter_parameter_names(encoder))
+    return sum(p.numel() for name, p in encoder.named_parameters()
+               if "lora_" in name or "ia3_" in name or name in bottleneck)

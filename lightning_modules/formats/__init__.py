@@ -15,6 +15,7 @@ from functools import cache
 from lightning_modules.formats.spec import FormatSpec
 
 BUILTIN = ("classification", "multiple_choice", "span_qa", "tagging", "masked_lm", "retrieval")
+MIXTURE = "mixture"  # the format of a mixture of tasks (formats/mixture.py): declared with `mixture:`, never by name
 
 
 class UnknownFormat(ValueError):
@@ -23,7 +24,7 @@ class UnknownFormat(ValueError):
 
 @cache
 def _module(name: str):
-    path = f"lightning_modules.formats.{name}" if name in BUILTIN else name
+    path = f"lightning_modules.formats.{name}" if name in (*BUILTIN, MIXTURE) else name
     try:
         module = importlib.import_module(path)
     except ModuleNotFoundError as error:

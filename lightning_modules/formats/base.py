@@ -94,6 +94,10 @@ class Format:
     def score(self, outputs: list[dict], eval_set: EvalSet, labels) -> dict[str, float]:
         return self.score_predictions(self.predict(outputs, eval_set, labels), eval_set.task, eval_set.lang)
 
+    def summary(self, scores: dict[str, float], eval_sets: list[EvalSet]) -> dict[str, float]:
+        """Scores made from the per-set scores of `eval_sets` (a mixture's mean over its tasks); none by default."""
+        return {}
+
     def per_example(self) -> bool:
         """Whether `predict` gives one record per example (masked LM's are per batch: nothing to write)."""
         return True

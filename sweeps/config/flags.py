@@ -26,6 +26,8 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], title: st
         if only is not None and name not in only:
             continue
         extra = field.json_schema_extra or {}
+        if extra.get("flag", "") is None:  # set by xstilts itself, not a flag
+            continue
         default = "" if field.default in (None, (), False) else f"; default: {_shown(field.default)}"
         bounds = f"; valid: {valid_range(field)}" if field.metadata else ""
         common = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or "") + bounds + default}

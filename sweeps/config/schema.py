@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lightning_modules.encoders.tuning import TUNING_MODES
+from datamodules.mixtures import Mixture
+from lightning_modules.encoders.tuning import ADAPTER_PLACEMENTS, TUNING_MODES
 
 FIXTURES = Path(__file__).resolve().parents[2] / "datamodules" / "fixtures"
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
@@ -97,6 +98,9 @@ class DataConfig(Settings):
                           "default), or MUSE lines in <src>-<tgt>.txt", json_schema_extra={"flag": "--dictionary"})
     adversarial: tuple[str, ...] = Field((), description="also evaluate on these registered tasks of the same "
                                                          "format and labels, e.g. anli_plus for an XNLI checkpoint")
+    mixture: Mixture | None = Field(None, description="a mixture task's definition, copied from its declaration "
+                                                      "by the run (so its params and phase key record it); not set "
+                                                      "by hand", json_schema_extra={"flag": None})
 
     def data_path(self) -> Path | None:
         if self.data_dir == "fixtures":
@@ -122,8 +126,14 @@ class TrainConfig(Settings):
                                              "of compiling)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     tuning: Literal[TUNING_MODES] = Field("full", description="what trains besides the head (lora/ia3: peft "
-                                                              "adapters, merged into the checkpoint)")
+                                                              "adapters, merged into the checkpoint; adapter: "
+                                                              "bottleneck adapters, kept in the checkpoint)")
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank")
+    adapter_placement: Literal[ADAPTER_PLACEMENTS] = Field(
+        "pfeiffer", description="--tuning adapter: after the feed-forward output of each layer (pfeiffer) or also "
+                                "after its attention output (houlsby)")
+    adapter_reduction_factor: int = Field(16, ge=1, le=4096, description="--tuning adapter: hidden size / "
+                                                                          "bottleneck width")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less "
                                                             "memory, more time")
     devices: int = Field(1, ge=1, le=1024, description="devices (GPUs, or CPU processes) of this run per node; "

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -101,6 +101,7 @@ class Experiment:
     targets: tuple[str, ...]
     search: dict[str, dict] = field(default_factory=dict)  # phase kind -> {TrainConfig field: space}
     description: str = ""
+    mixtures: dict = field(default_factory=dict)  # a mixture task's name -> its definition (datamodules/mixtures.py)
 
     def space(self, kind: str, task: str) -> dict:
         """The search space of `task` in phase `kind`: the phase's, with the task's own overrides on top."""
@@ -109,7 +110,9 @@ class Experiment:
 
     def data_for(self, task: str) -> DataConfig:
         overrides = self.search.get("tasks", {}).get(task, {})
-        return self.data.evolve(**{k: v for k, v in overrides.items() if k in DATA_OVERRIDES})
+        # a mixture's definition is part of its data: of its runs' params, and of its phase key
+        return self.data.evolve(**{k: v for k, v in overrides.items() if k in DATA_OVERRIDES},
+                                mixture=self.mixtures.get(task))
 
     def phase_tasks(self) -> list[tuple[str, str]]:
         """Every (phase kind, task) the experiment trains or evaluates, each once."""
@@ -200,6 +203,9 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
         _fail(path, "an experiment file is a mapping of keys (name, phases, ...)")
     tasks_files = [str((path.parent / f).resolve()) for f in raw.get("tasks_files", ()) or ()]
     raw_data = raw.get("data") or {}
+    if isinstance(raw_data, dict) and "mixture" in raw_data:
+        _fail(path, "data.mixture: declare a mixture by name in a tasks file (see datamodules/mixtures.py) and "
+                    "use its name as an intermediate task")
     if isinstance(raw_data, dict):  # tasks files are relative to the experiment file
         raw = {**raw, "data": {**raw_data, "tasks_files": tasks_files}}
     parsed = validate(ExperimentFile, raw, lambda loc: f"{path}: {'.'.join(map(str, loc))}")
@@ -217,8 +223,11 @@ def load_experiment(path: str | Path, registry=None) -> Experiment:
         timeout_minutes=parsed.budget.timeout_minutes, mlm=parsed.phases.mlm,
         intermediates=_intermediates(path, parsed.phases), targets=tuple(targets),
         search=parsed.train.model_dump(), description=parsed.description)
-    _check_tasks(path, experiment, registry or load_registry(parsed.data.tasks_files))
-    return experiment
+    registry = registry or load_registry(parsed.data.tasks_files)
+    _check_tasks(path, experiment, registry)
+    mixtures = {name: registry[name].mixture for sequence in experiment.intermediates for name in sequence
+                if registry[name].mixture is not None}
+    return replace(experiment, mixtures=mixtures)
 
 
 def _check_perturbations(path, data: DataConfig) -> None:
@@ -242,6 +251,7 @@ def _check_tasks(path, experiment: Experiment, registry) -> None:
         for name in sequence:
             known(name, "phases.intermediate")
     for name in experiment.targets:
-        known(name, "phases.targets")
+        if known(name, "phases.targets").mixture is not None:
+            _fail(path, f"phases.targets: {name!r} is a mixture; a mixture is an intermediate phase")
     for name in experiment.data.adversarial:  # used for the targets it fits (same format and labels)
         known(name, "data.adversarial")

@@ -47,6 +47,8 @@ def check_files(config: RunConfig) -> None:
         raise PreflightError(f"data_dir {data_path} is not a folder")
     registry = load_registry(config.data.tasks_files)
     task = get_task(config.task, registry)
+    for member in task.members:  # a mixture: each of its tasks
+        check_files(config.evolve(task=member.name))
     train_task = registry[task.train_task] if task.train_task else task
     if train_task.has_split("train") and get_spec(task.format).trains:
         slices(train_task, "train", train_task.train_language, data_path)
@@ -66,11 +68,13 @@ def check_run(config: RunConfig, training: bool = True) -> Prepared:
         task = registry[task.name] = replace(task, seqeval=config.data.seqeval)
     for lang in config.data.languages:
         task.check_language(lang)
+    if task.mixture is not None:
+        _check_mixture_settings(config.data, task)
     _check_robustness(config.data, task, registry)
     data_path = config.data.data_path()
     if data_path is not None and not data_path.is_dir():
         raise PreflightError(f"--data-dir {data_path} is not a folder")
-    if get_spec(task.format).windowed and config.data.doc_stride >= config.data.max_length // 2:
+    if any(get_spec(t.format).windowed for t in (task, *task.members)) and config.data.doc_stride >= config.data.max_length // 2:
         raise ConfigError(f"--doc-stride {config.data.doc_stride} must be below half of --max-length "
                           f"{config.data.max_length}: the windows of a long context overlap by the stride")
     if training and config.data.streaming and config.train.max_steps < 1:
@@ -82,6 +86,13 @@ def check_run(config: RunConfig, training: bool = True) -> Prepared:
     train_task = registry[task.train_task] if task.train_task else task
     prepared = Prepared(task, train_task, registry)
     return replace(prepared, train_examples=check_data(config.data, prepared, training))
+
+
+def _check_mixture_settings(data: DataConfig, task: TaskSpec) -> None:
+    if data.streaming:
+        raise ConfigError(f"--streaming: {task.name} is a mixture, whose rates need each task's size")
+    if data.perturbations or data.adversarial:
+        raise ConfigError(f"--perturb/--adversarial are for target tasks; {task.name} is a mixture (intermediate)")
 
 
 def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
@@ -96,10 +107,10 @@ def _check_robustness(data: DataConfig, task: TaskSpec, registry: dict) -> None:
 def check_data(data: DataConfig, prepared: Prepared, training: bool) -> int | None:
     """Every split the run reads, loaded and validated row by row (no tokenizing): files, columns, labels, types;
     returns the number of training examples."""
-    from datamodules.datamodule import TaskDataModule
+    from datamodules.mixture_data import task_datamodule
     from lightning_modules.formats import get_format
 
-    module = TaskDataModule(prepared.task, get_format(prepared.task.format), tokenizer=None,
+    module = task_datamodule(prepared.task, get_format(prepared.task.format), tokenizer=None,
                             train_task=prepared.train_task, data_dir=data.data_path(),
                             eval_languages=list(data.languages) or None, eval_splits=data.eval_splits,
                             streaming=data.streaming, max_train_examples=data.max_train_examples,

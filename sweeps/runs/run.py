@@ -29,11 +29,11 @@ class RunResult:
 
 
 def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=None):
-    from datamodules.datamodule import TaskDataModule
+    from datamodules.mixture_data import task_datamodule
     from lightning_modules.formats.base import FeatureSettings
 
     data = config.data
-    return TaskDataModule(
+    return task_datamodule(
         prepared.task, fmt, tokenizer, train_task=prepared.train_task, data_dir=data.data_path(),
         eval_languages=list(data.languages) or None, eval_splits=data.eval_splits,
         settings=FeatureSettings(max_length=data.max_length, doc_stride=data.doc_stride,
@@ -73,14 +73,15 @@ def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
         enable_progress_bar=bool(bar))
 
 
-def _selection_callbacks(datamodule, workdir: Path, patience: int | None):
+def _selection_callbacks(datamodule, train_task: TaskSpec, workdir: Path, patience: int | None):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    selection = datamodule.selection_set
-    if selection is None:
+    from datamodules.datamodule import SELECTION_SPLIT
+
+    if not datamodule.selection_sets:
         return [], None
-    monitor = f"{selection.split}/{selection.lang}/{selection.task.metric}"
-    mode = "min" if get_spec(selection.task.format).lower_is_better(selection.task.metric) else "max"
+    monitor = f"{SELECTION_SPLIT}/{train_task.train_language}/{train_task.metric}"
+    mode = "min" if get_spec(train_task.format).lower_is_better(train_task.metric) else "max"
     best = ModelCheckpoint(dirpath=workdir / "selection", monitor=monitor, mode=mode, save_top_k=1,
                            save_weights_only=True, filename="best")
     callbacks = [best] + ([EarlyStopping(monitor, mode=mode, patience=patience)] if patience else [])
@@ -118,7 +119,8 @@ def _module(config: RunConfig, prepared: Prepared, fmt, encoder, tokenizer, labe
         # transformers 5 renamed it activation checkpointing (the old name warns and goes in 6)
         enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
         enable()
-    encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank)
+    encoder = apply_tuning(encoder, config.train.tuning, config.train.lora_rank, config.train.adapter_placement,
+                           config.train.adapter_reduction_factor)
     head = fmt.build_head(encoder, prepared.task, labels)
     return TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id, config.train, on_predictions=on_predictions)
 
@@ -144,6 +146,7 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
     check_artifacts(uri)
     config = config.evolve(encoder=local_encoder(config.encoder, uri))
     prepared = check_run(config)
+    config = config.evolve(data=config.data.evolve(mixture=prepared.task.mixture))  # params and key record it
     fmt = get_format(prepared.task.format)
     tags = {"xstilts.command": "fit", "xstilts.task": prepared.task.name, "xstilts.encoder": config.encoder,
             "xstilts.train_task": prepared.train_task.name, "xstilts.seed": config.train.seed,
@@ -165,17 +168,20 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
         module = _module(config, prepared, fmt, encoder, tokenizer, datamodule.labels, sink)
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
-        run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
-                        "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        total = sum(p.numel() for p in module.parameters())
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        run.log_params({"model.parameters": total, "model.trainable_parameters": trainable,
+                        "model.trainable_fraction": round(trainable / total, 6),
                         "model.adapter_parameters": adapter_parameters(module.encoder)})
         resume = Resume(run, config.params(), config.train.seed, config.checkpoint_dir,
                         config.checkpoint_every_steps, config.checkpoint_every_minutes, rank=rank)
         if ranks > 1:  # for the ranks Lightning starts from here
             os.environ[distributed.RESUME_FOLDER_ENV] = str(resume.folder.folder)
             distributed.quiet_score_warnings()
-        selection, best = _selection_callbacks(datamodule, resume.selection_folder(), config.train.patience)
+        selection, best = _selection_callbacks(datamodule, prepared.train_task, resume.selection_folder(),
+                                               config.train.patience)
         trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
-                           datamodule.selection_set is not None)
+                           bool(datamodule.selection_sets))
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
         except BaseException as error:
@@ -229,7 +235,9 @@ def _log_data(run, prepared: Prepared, datamodule) -> None:
     sizes = {f"data.size.{name}": n for name, n in datamodule.sizes().items()}
     cache = {f"data.cache_hit.{name}": hit for name, hit in datamodule.cache_hits.items()}
     run.log_params({**sources, **sizes, **cache})
-    _log_read_data(run, datamodule, [prepared.train_task, prepared.task])
+    if prepared.task.mixture is not None:
+        _log_mixture(run, prepared.task, datamodule)
+    _log_read_data(run, datamodule, [*prepared.task.members, prepared.train_task, prepared.task])
 
 
 def _log_read_data(run, datamodule, tasks) -> None:
@@ -239,6 +247,15 @@ def _log_read_data(run, datamodule, tasks) -> None:
     run.log_inputs(dataset_inputs(datamodule.read_sets(), datamodule.data_dir))
     _log_provenance(run, tasks, datamodule.data_dir)
     _log_robustness(run, datamodule)
+
+
+def _log_mixture(run, task: TaskSpec, datamodule) -> None:
+    """A mixture's tasks, sampling rule, temperature, cap and resulting rates: params, and tags (xstilts.mixture.*)."""
+    from datamodules.mixtures import describe
+
+    described = describe(task.mixture, datamodule.train_sizes)
+    run.log_params(described)
+    run.set_tags({f"xstilts.{key}": value for key, value in described.items()})
 
 
 def _log_provenance(run, tasks, data_dir) -> None:
