@@ -153,6 +153,13 @@ class SweepConfig(Settings):
                                            "nothing")
 
 
+class ReportConfig(Settings):
+    by: tuple[str, ...] = Field((), description="group zero-shot transfer by these factors, comma-separated: "
+                                               "complexity, domain, order, train_language, encoder, experiment, "
+                                               "tuning, or any task or run tag (default: the intermediate x target "
+                                               "table)")
+
+
 class RunConfig(Settings):
     """One tracked run: what `xstilts fit` and `xstilts evaluate` do, and each phase of a sweep."""
 
