@@ -281,7 +281,8 @@ class FactorView:
                  "Zero-shot score (mean over the target's languages other than English; QA: (F1+EM)/2) of each "
                  "group's configurations, mean ± std over seeds; beside it the same configurations without an "
                  "intermediate phase; ≈ marks a difference smaller than the larger seed spread; p: exact two-sided "
-                 "sign test over the languages ("k of n higher": languages where the first group scores higher, ties left out).", ""]
+                 "sign test over the languages (k of n higher: in k of the n languages where the two differ, the "
+                 "first scores higher).", ""]
         for target in self.targets:
             lines += [f"## {target}", "", f"| {by} | configurations | seeds | zero-shot | no intermediate | "
                       "difference |", "|---|---|---|---|---|---|"]
