@@ -6,16 +6,12 @@ import csv
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 
-import mlflow
 import pytest
 
-from sweeps.config import SweepConfig
-from sweeps.engine.sweep import preflight, run_sweep
+from training import sweep_example
 
 pytestmark = pytest.mark.slow  # four small sweeps of two seeds each: minutes on two cores
-EXAMPLES = Path(__file__).resolve().parents[1] / "sweeps" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +21,7 @@ def store(tmp_path_factory, tiny):
 
 
 def sweep(name, store):
-    uri, storage, _ = store
-    settings = SweepConfig(storage=storage, tracking_uri=uri)
-    run_sweep(preflight(str(EXAMPLES / f"{name}.yaml"), settings), settings)
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name).experiment_id
-    return client.search_runs([experiment], "tags.`xstilts.command` = 'fit'", max_results=1000)
+    return sweep_example(name, store)[1]
 
 
 def report(name, factor, store):

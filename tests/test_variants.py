@@ -1,16 +1,11 @@
 """Each research variant of sweeps/examples/ runs offline on the fixtures, and MLflow shows it really happened."""
 
-from pathlib import Path
-
 import mlflow
 import pytest
 import torch
 
 from sweeps.reporting.report import build
-from sweeps.config import SweepConfig
-from sweeps.engine.sweep import preflight, run_sweep
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "sweeps" / "examples"
+from training import sweep_example
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +14,7 @@ def store(tmp_path_factory):
     return f"sqlite:///{folder / 'mlflow.db'}", f"sqlite:///{folder / 'optuna.db'}", folder
 
 
-def sweep(name, store):
-    uri, storage, _ = store
-    settings = SweepConfig(storage=storage, tracking_uri=uri)
-    run_sweep(preflight(str(EXAMPLES / f"{name}.yaml"), settings), settings)
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name).experiment_id
-    return client, client.search_runs([experiment], "tags.`xstilts.command` = 'fit'", max_results=1000)
+sweep = sweep_example
 
 
 def phase(runs, phase_name, task, started_from=None):
