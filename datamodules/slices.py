@@ -45,7 +45,15 @@ def fill(template, task: TaskSpec, lang: str):
     return template
 
 
+def split_slice(split_name: str) -> tuple[str, str]:
+    """("train", "[:99%]") for "train[:99%]": a split name may carry the hub's slice syntax (a validation split
+    held out of a corpus that has only `train`); a local file is named by the split without it."""
+    base, bracket, rest = split_name.partition("[")
+    return base, bracket + rest
+
+
 def local_file(data_dir: Path, dataset: str, config: str | None, split_name: str) -> Path:
+    split_name, _ = split_slice(split_name)
     folder = data_dir / dataset / (config or "default")
     for ext in LOCAL_EXTENSIONS:
         candidate = folder / f"{split_name}{ext}"
@@ -140,16 +148,17 @@ def load_slice(piece: Slice, streaming: bool):
         builder = LOCAL_EXTENSIONS.get(piece.path.suffix)
         if builder is None:
             raise TaskError(f"data file {piece.path}: unsupported extension; valid: {', '.join(LOCAL_EXTENSIONS)}")
-        if streaming:
+        if streaming:  # the whole file: a slice is for training, every row is checked
             return datasets.load_dataset(builder, data_files=str(piece.path), split="train", streaming=True)
         stat = piece.path.stat()  # a file changed on disk is loaded again
         try:
-            return load_once(builder, None, "train", None, str(piece.path), stat.st_mtime_ns, stat.st_size)
+            return load_once(builder, None, "train" + split_slice(piece.split_name)[1], None, str(piece.path),
+                             stat.st_mtime_ns, stat.st_size)
         except (DatasetGenerationError, ArrowInvalid) as error:
             raise TaskError(unreadable(piece.path, error)) from None
     try:
         if streaming:
-            return datasets.load_dataset(piece.source.dataset, piece.config, split=piece.split_name,
+            return datasets.load_dataset(piece.source.dataset, piece.config, split=split_slice(piece.split_name)[0],
                                          revision=piece.source.revision, streaming=True)
         return load_once(piece.source.dataset, piece.config, piece.split_name, piece.source.revision)
     except ValueError as error:

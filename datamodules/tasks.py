@@ -221,13 +221,24 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def per_language(name: str, raw) -> list[tuple[str, dict]]:
+    """The tasks a declaration makes: itself, or with `one_task_per_language: true` one task per language,
+    `<name>_<lang>`, with that language only, trained and selected in it (translated intermediate data)."""
+    if not isinstance(raw, dict) or not raw.get("one_task_per_language"):
+        return [(name, raw)]
+    rest = {key: value for key, value in raw.items() if key != "one_task_per_language"}
+    return [(f"{name}_{lang}", {**rest, "languages": [lang], "train_language": lang})
+            for lang in _as_list(raw.get("languages", []))]
+
+
 def load_registry(extra_files=()) -> dict[str, TaskSpec]:
     """Built-in tasks plus those of `extra_files` and $XSTILTS_TASKS; a later file may override a task."""
     env_files = [p for p in os.environ.get("XSTILTS_TASKS", "").split(":") if p]
     registry = {}
     for path in [BUILTIN_TASKS, *map(Path, env_files), *map(Path, extra_files)]:
-        for name, raw in _read_yaml(path).items():
-            registry[name] = parse_task(name, raw, origin=str(path))
+        for declared, declaration in _read_yaml(path).items():
+            for name, raw in per_language(declared, declaration):
+                registry[name] = parse_task(name, raw, origin=str(path))
     for spec in registry.values():
         _check_train_task(spec, registry)
         _check_variant(spec, registry)

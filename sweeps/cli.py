@@ -21,8 +21,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     from sweeps.config.flags import add_flags
-    from sweeps.config.schema import (DataConfig, PromoteConfig, ResumeConfig, RunConfig, SweepConfig, TrackingConfig,
-                                      TrainConfig)
+    from sweeps.config.schema import (DataConfig, PromoteConfig, ReportConfig, ResumeConfig, RunConfig, SweepConfig,
+                                      TrackingConfig, TrainConfig)
 
     root = OneLineParser(prog="xstilts", description="Cross-lingual intermediate-task training "
                                    "(X-STILTs) on XTREME, tracked in MLflow.")
@@ -69,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="the intermediate x target table of an experiment, from MLflow")
     report.add_argument("experiment", nargs="+", help="experiment name(s) or YAML file(s); several side by side")
     report.add_argument("--out", help="output folder (default: mlruns/reports/<experiment>)")
+    add_flags(report, ReportConfig, "report")
     add_flags(report, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout", "spool_dir"))
 
     score = commands.add_parser("score", help="score a folder of predictions (a run's tables or XTREME submission "
@@ -278,14 +279,22 @@ def cmd_score(args) -> None:
 def cmd_report(args) -> None:
     from pathlib import Path
 
+    from sweeps.config.flags import from_flags
+    from sweeps.config.schema import ReportConfig
     from sweeps.engine.experiment import load_experiment
     from sweeps.reporting.report import build
     from sweeps.tracking.store import default_store
 
+    settings = from_flags(args, ReportConfig)
     names = [load_experiment(n).name if n.endswith((".yaml", ".yml")) else safe_name(n, "experiment")
              for n in args.experiment]
     out = Path(args.out) if args.out else default_store() / "reports" / "+".join(names)
-    paths = build(names, _tracking_uri(args), out)
+    if settings.by:
+        from sweeps.reporting import factors
+
+        paths = factors.build(names, _tracking_uri(args), out, list(settings.by))
+    else:
+        paths = build(names, _tracking_uri(args), out)
     print(paths["markdown"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
 

@@ -14,11 +14,18 @@ XTREME_LANGUAGE_COUNTS = {"xnli": 15, "pawsx": 7, "udpos": 33, "panx": 40, "xqua
 XTREME_R_LANGUAGE_COUNTS = {"xnli": 15, "xcopa": 11, "udpos": 38, "panx": 48, "xquad": 12, "mlqa": 7, "tydiqa": 9,
                             "tatoeba": 41, "lareqa": 11, "mewslix": 11}
 XTREME_R_INTERMEDIATE = {"copa", "siqa"}  # XCOPA's English training data in XTREME-R
-ALL_TASKS = 26  # the paper's 18, XTREME-R's 3 targets and 2 training sets, BUCC from the official files, the 2 catalog tasks
+# translate-train intermediate data, one task per language (datamodules/tasks.yaml: one_task_per_language)
+TRANSLATED = {"mnli_mt": 14, "pawsx_mt": 6, "squad_mt": 6, "squad_tt": 10, "tydiqa_tt": 8}
+MLM_CORPORA = {"wikipedia_mlm"}
+# the paper's 18, XTREME-R's 3 targets and 2 training sets, BUCC from the official files, the 2 catalog tasks, the
+# translated intermediate tasks and the MLM corpus
+ALL_TASKS = 26 + sum(TRANSLATED.values()) + len(MLM_CORPORA)
 
 
 def test_registry_has_the_papers_eighteen_tasks(registry):
-    assert {n for n, t in registry.items() if t.kind == "intermediate"} == PAPER_INTERMEDIATE | XTREME_R_INTERMEDIATE
+    translated = {n for n, t in registry.items() if t.train_language != "en" and t.kind == "intermediate"}
+    assert {n for n, t in registry.items() if t.kind == "intermediate"} - translated == \
+        PAPER_INTERMEDIATE | XTREME_R_INTERMEDIATE | MLM_CORPORA
     assert {n: len(t.benchmark_languages("xtreme")) for n, t in registry.items()
             if "xtreme" in t.benchmarks} == XTREME_LANGUAGE_COUNTS
     assert {n: len(t.benchmark_languages("xtreme-r")) for n, t in registry.items()
@@ -95,3 +102,19 @@ def test_user_tasks_file_adds_a_task(tmp_path):
     path.write_text(yaml.safe_dump({"mine": {**BASE, "train_task": "nope"}}))
     with pytest.raises(TaskError, match="train_task 'nope' is not a registered task"):
         load_registry([path])
+
+
+def test_translated_data_is_one_task_per_source_language(registry):
+    translated = {n: t for n, t in registry.items() if t.kind == "intermediate" and t.train_language != "en"}
+    assert {name: sum(n.startswith(f"{name}_") for n in translated) for name in TRANSLATED} == TRANSLATED
+    for name, task in translated.items():  # trained, selected and evaluated in its own language
+        assert task.languages == [task.train_language] and name.endswith(f"_{task.train_language}")
+    assert registry["tydiqa_tt_fi"].sources[0].local_only
+    assert registry["mnli_mt_de"].sources[0].dataset == "facebook/xnli"
+
+
+def test_every_intermediate_task_has_a_complexity(registry):
+    levels = {n: t.tags.get("complexity") for n, t in registry.items() if t.kind == "intermediate"
+              and t.format != "masked_lm"}
+    assert set(levels.values()) == {"low", "medium", "high"}
+    assert levels["qqp"] == "low" and levels["mnli"] == "medium" and levels["hellaswag"] == "high"

@@ -1,16 +1,11 @@
 """Each research variant of sweeps/examples/ runs offline on the fixtures, and MLflow shows it really happened."""
 
-from pathlib import Path
-
 import mlflow
 import pytest
 import torch
 
 from sweeps.reporting.report import build
-from sweeps.config import SweepConfig
-from sweeps.engine.sweep import preflight, run_sweep
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "sweeps" / "examples"
+from training import sweep_example
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +14,7 @@ def store(tmp_path_factory):
     return f"sqlite:///{folder / 'mlflow.db'}", f"sqlite:///{folder / 'optuna.db'}", folder
 
 
-def sweep(name, store):
-    uri, storage, _ = store
-    settings = SweepConfig(storage=storage, tracking_uri=uri)
-    run_sweep(preflight(str(EXAMPLES / f"{name}.yaml"), settings), settings)
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name(name).experiment_id
-    return client, client.search_runs([experiment], "tags.`xstilts.command` = 'fit'", max_results=1000)
+sweep = sweep_example
 
 
 def phase(runs, phase_name, task, started_from=None):
@@ -46,39 +35,6 @@ def test_lora_trains_far_fewer_parameters_and_reports_side_by_side(store):
     assert "| tuning_full · mnli |" in report and "| tuning_lora · mnli |" in report
 
 
-def test_two_orders_start_their_second_phase_from_different_checkpoints(store):
-    _, runs = sweep("order", store)
-    second_of = {}
-    for first, second in (("squad_v1", "mnli"), ("mnli", "squad_v1")):
-        (run,) = phase(runs, "intermediate", second, started_from=first)
-        first_run = phase(runs, "intermediate", first, started_from="none")[0]
-        assert run.data.tags["xstilts.started_from_run_id"] == first_run.info.run_id
-        second_of[first] = run
-    assert second_of["squad_v1"].data.tags["xstilts.started_from_run_id"] != \
-        second_of["mnli"].data.tags["xstilts.started_from_run_id"]
-    assert {r.data.tags["xstilts.started_from"] for r in phase(runs, "target", "pawsx")} == \
-        {"squad_v1>mnli", "mnli>squad_v1"}
-
-
-def test_custom_domain_task_trains_with_its_metadata(store):
-    _, runs = sweep("domain", store)
-    (legal,) = phase(runs, "intermediate", "legal_nli")
-    assert legal.data.tags["xstilts.task.domain"] == "legal"
-    assert legal.data.tags["xstilts.task.difficulty"] == "adversarial"
-    assert "legal_nli" in legal.data.params["data.train_sources"]
-    assert phase(runs, "target", "pawsx", started_from="legal_nli")
-
-
-def test_non_english_intermediate_and_single_language_target(store):
-    _, runs = sweep("translated", store)
-    (intermediate,) = phase(runs, "intermediate", "pawsx_translated")
-    assert intermediate.data.tags["xstilts.train_language"] == "de"
-    assert "val/de/accuracy" in intermediate.data.metrics
-    for target in phase(runs, "target", "xnli"):
-        languages = {k.split("/")[1] for k in target.data.metrics if k.startswith("test/") and "mean" not in k}
-        assert languages == {"de"}
-
-
 def test_mlm_phase_comes_first_with_whole_word_masking(store):
     _, runs = sweep("mlm", store)
     (mlm,) = phase(runs, "mlm", "mlm_text")
@@ -86,14 +42,6 @@ def test_mlm_phase_comes_first_with_whole_word_masking(store):
     assert mlm.data.metrics["validation/en/perplexity"] > 1
     (intermediate,) = phase(runs, "intermediate", "mnli")
     assert intermediate.data.tags["xstilts.started_from_run_id"] == mlm.info.run_id
-
-
-def test_model_size_is_a_sweep_dimension(store):
-    _, runs = sweep("scale", store)
-    sizes = {r.data.tags["xstilts.encoder"]: int(r.data.params["model.parameters"])
-             for r in phase(runs, "target", "pawsx", started_from="none")}
-    assert sizes["tiny-xlmr-large"] > 2 * sizes["tiny-xlmr"]
-    assert all(r.data.params["train.gradient_checkpointing"] == "True" for r in runs)
 
 
 def head_weights(uri, run_id):

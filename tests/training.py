@@ -11,6 +11,22 @@ from lightning_modules.task_module import TaskModule
 from sweeps.config import TrainConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "datamodules" / "fixtures"
+EXAMPLES = Path(__file__).resolve().parents[1] / "sweeps" / "examples"
+
+
+def sweep_example(name: str, store) -> tuple:
+    """Runs sweeps/examples/<name>.yaml into `store` (MLflow URI, Optuna storage, ...); (client, its fit runs)."""
+    import mlflow
+
+    from sweeps.config import SweepConfig
+    from sweeps.engine.sweep import preflight, run_sweep
+
+    uri, storage = store[0], store[1]
+    settings = SweepConfig(storage=storage, tracking_uri=uri)
+    run_sweep(preflight(str(EXAMPLES / f"{name}.yaml"), settings), settings)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name).experiment_id
+    return client, client.search_runs([experiment], "tags.`xstilts.command` = 'fit'", max_results=1000)
 
 
 class LossHistory(L.Callback):

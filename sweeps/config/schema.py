@@ -251,6 +251,13 @@ class SweepConfig(Settings):
         return gpu_list(value)
 
 
+class ReportConfig(Settings):
+    by: tuple[str, ...] = Field((), description="group zero-shot transfer by these factors, comma-separated: "
+                                               "complexity, domain, order, train_language, encoder, experiment, "
+                                               "tuning, or any task or run tag (default: the intermediate x target "
+                                               "table)")
+
+
 class RunConfig(Settings):
     """One tracked run: what `xstilts fit` and `xstilts evaluate` do, and each phase of a sweep."""
 

@@ -39,6 +39,11 @@ def language_table(metrics: dict, task, languages=None) -> dict[str, dict[str, f
     return table
 
 
+def training_language(task, registry) -> str:
+    """The language a target is trained in (its training task's): the one its zero-shot score leaves out."""
+    return registry[task.train_task].train_language if task.train_task else task.train_language
+
+
 def task_score(metrics: dict, task, train_language: str = "en") -> float | None:
     """A target's zero-shot score: the mean over its languages other than the training language (QA: mean of F1 and
     EM), from the test split where there is one."""
@@ -101,8 +106,7 @@ def build(experiments: list[str] | str, uri: str, out: Path) -> dict[str, Path]:
     rows_of_prefix: dict[str, str] = {}
     for (prefix, intermediate, target, _), run in sorted(best.items()):
         task, row = registry[target], _label(prefix, intermediate)
-        train_language = registry[task.train_task].train_language if task.train_task else task.train_language
-        value = task_score(run.data.metrics, task, train_language)
+        value = task_score(run.data.metrics, task, training_language(task, registry))
         if value is not None:
             samples[(row, target)].append(value)
         for name in BENCHMARKS:
@@ -117,13 +121,18 @@ def build(experiments: list[str] | str, uri: str, out: Path) -> dict[str, Path]:
     paths["markdown"].write_text(table.markdown(", ".join(experiments), best, registry))
     table.write_csv(paths["csv"])
     table.heatmap(paths["heatmap"])
+    log_to_sweeps(client, experiments, paths.values())
+    return paths
+
+
+def log_to_sweeps(client, experiments: list[str], paths) -> None:
+    """The report's files, as artifacts (report/) of each experiment's sweep run."""
+    paths = list(paths)
     for name in experiments:
         parent = client.search_runs([client.get_experiment_by_name(name).experiment_id],
                                     "tags.`xstilts.kind` = 'sweep'", max_results=1)
-        for path in paths.values():
-            if parent:
-                client.log_artifact(parent[0].info.run_id, str(path), "report")
-    return paths
+        for path in paths if parent else ():
+            client.log_artifact(parent[0].info.run_id, str(path), "report")
 
 
 class Table:
