@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # peft's adapter folder
+
+
 class EncoderError(ValueError):
     pass
 
@@ -55,7 +58,7 @@ def resolve(name: str) -> str:
     if (path / "xstilts.json").exists():
         path = path / "encoder"  # a phase starts from an earlier phase's encoder, without its head
     if path.exists():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists():
             raise EncoderError(f"encoder folder {path} has no config.json (expected a Hugging Face model folder"
                                f" or an xstilts checkpoint's encoder/ folder)")
         return str(path)
@@ -69,13 +72,29 @@ def resolve(name: str) -> str:
 
 
 def load_encoder(name: str):
-    """(encoder, tokenizer) for an encoder name, without any task head."""
+    """(encoder, tokenizer) for an encoder name, without any task head, in float32 whatever dtype it was saved in
+    (training precision decides the rest). An adapter folder is merged onto its base encoder."""
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     location = resolve(name)
-    encoder = AutoModel.from_pretrained(location, add_pooling_layer=False) if _has_pooler(location) \
-        else AutoModel.from_pretrained(location)
+    if (Path(location) / ADAPTER_CONFIG).exists():
+        return _merged_adapter(location), AutoTokenizer.from_pretrained(location)
+    pooler = {"add_pooling_layer": False} if _has_pooler(location) else {}
+    encoder = AutoModel.from_pretrained(location, dtype=torch.float32, **pooler)
     return encoder, AutoTokenizer.from_pretrained(location)
+
+
+def _merged_adapter(location: str):
+    """A peft adapter folder (a LoRA/IA3 phase's checkpoint) loaded onto its base encoder and merged into it."""
+    from peft import PeftConfig, PeftModel
+
+    base_name = PeftConfig.from_pretrained(location).base_model_name_or_path
+    try:
+        base, _ = load_encoder(base_name)
+    except EncoderError as error:
+        raise EncoderError(f"adapter {location}: its base encoder cannot be loaded ({error})") from None
+    return PeftModel.from_pretrained(base, location).merge_and_unload()
 
 
 def _has_pooler(location: str) -> bool:

@@ -4,8 +4,9 @@
 Bottleneck (Houlsby/Pfeiffer) adapters are not offered: the maintained library for them (`adapters` 1.3) pins
 transformers ~=4.57, and xstilts runs on transformers 5.
 
-A phase's checkpoint holds the encoder with its adapter merged in, so the next phase starts from a standard model
-and (if it tunes with adapters too) trains a fresh adapter on top.
+A LoRA/IA3 phase's checkpoint holds only its adapter and the name of its base encoder (lightning_modules/
+checkpoint.py); loading it merges the adapter into the base, so the next phase starts from a standard model and (if
+it tunes with adapters too) trains a fresh adapter on top.
 """
 
 from __future__ import annotations
@@ -30,11 +31,6 @@ def apply_tuning(encoder, mode: str, lora_rank: int = 8):
     else:
         config = IA3Config(target_modules=ATTENTION + FEED_FORWARD, feedforward_modules=FEED_FORWARD)
     return get_peft_model(encoder, config)
-
-
-def merged(encoder):
-    """The plain encoder, adapters merged into its weights."""
-    return encoder.merge_and_unload() if hasattr(encoder, "merge_and_unload") else encoder
 
 
 def adapter_parameters(encoder) -> int:

@@ -93,7 +93,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
 
     from lightning_modules.checkpoint import save_checkpoint
     from lightning_modules.encoders import load_encoder
-    from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning, merged
+    from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
     from sweeps.runs.predictions import prediction_sink
@@ -154,8 +154,9 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             selection_score = float(best.best_model_score)
         trainer.test(module, datamodule=datamodule, verbose=False)
         in_place = run.artifact_folder("checkpoint")
-        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", merged(module.encoder), tokenizer, head,
-                                     _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
+        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", module.encoder, tokenizer, head,
+                                     _checkpoint_meta(config, prepared, datamodule.labels, run.run_id),
+                                     saved_dtype(config.train), base=config.encoder)
         if in_place is None:
             run.log_artifacts(checkpoint, "checkpoint")
         run.log_dict(module.scores, "scores.json")
@@ -166,6 +167,17 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             run.log_metrics({"selection/score": selection_score})
         resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
+
+
+def saved_dtype(train):
+    """The torch dtype a fit's checkpoint is saved in: TrainConfig.save_dtype, or its training precision's."""
+    import torch
+
+    name = train.save_dtype
+    if name == "training":
+        name = "bfloat16" if train.precision.startswith("bf16") else \
+            "float16" if train.precision.startswith("16") else "float32"
+    return getattr(torch, name)
 
 
 def _metadata_tags(task: TaskSpec) -> dict:
