@@ -30,8 +30,7 @@ def main() -> int:
               "which shows the mechanics, not transfer")
         experiment = replace(experiment, encoders=("tiny-xlmr",))
     experiment = with_catalogs(experiment)
-    print(f"demo: encoder {experiment.encoders[0]}; intermediate {experiment.intermediates[1:]}; "
-          f"targets {', '.join(experiment.targets)}; {experiment.trials} trials per study", flush=True)
+    print(f"sweep {experiment.banner()}", flush=True)
     uri = tracking_uri()
     settings = SweepConfig(tracking_uri=uri)
     parent = run_sweep(preflight(experiment, settings), settings)

@@ -64,3 +64,34 @@ def test_lora_checkpoint_is_its_adapter_on_a_named_base_and_evaluates_the_same(t
         assert evaluation.data.metrics[key] == pytest.approx(run.data.metrics[key], abs=1e-6), key
     # a later phase starts from it: its encoder is the base with the adapter merged in
     assert main(FIT + ["--tracking-uri", tracking_uri, "--encoder", f"runs:/{run.info.run_id}/checkpoint"]) == 0
+
+
+def test_lightning_checkpoints_leave_out_frozen_parameters_and_load_them_back(tiny, registry):
+    import torch
+
+    from lightning_modules.encoders import load_encoder
+    from lightning_modules.encoders.tuning import apply_tuning
+    from lightning_modules.formats import get_format
+    from lightning_modules.task_module import TaskModule
+
+    def module():
+        encoder, tokenizer = load_encoder("tiny-xlmr")
+        encoder = apply_tuning(encoder, "frozen_embeddings")
+        fmt = get_format("classification")
+        labels = ["a", "b"]
+        return TaskModule(encoder, fmt.build_head(encoder, registry["pawsx"], labels), fmt, labels,
+                          tokenizer.pad_token_id)
+
+    saved = module()
+    with torch.no_grad():  # trained weights: every trainable parameter moved away from what a new module has
+        for parameter in saved.parameters():
+            if parameter.requires_grad:
+                parameter.add_(1.0)
+    full = {name: value.clone() for name, value in saved.state_dict().items()}
+    checkpoint = {"state_dict": dict(saved.state_dict())}
+    saved.on_save_checkpoint(checkpoint)
+    frozen = {n for n, p in saved.named_parameters() if not p.requires_grad}
+    assert frozen and set(full) - set(checkpoint["state_dict"]) == frozen  # the embeddings, nothing else
+    loaded = module()
+    loaded.load_selected(checkpoint)
+    assert all(torch.equal(loaded.state_dict()[name], value) for name, value in full.items())

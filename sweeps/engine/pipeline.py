@@ -31,13 +31,17 @@ def phase_key(kind: str, task: str, start: Start, train: TrainConfig, data: Data
     return hashlib.sha256(content.encode()).hexdigest()[:24]
 
 
-def find_finished(client, experiment: str, key: str):
+def find_finished(client, experiment: str, key: str, with_checkpoint: bool = False):
+    """The first finished run of phase `key`; with `with_checkpoint`, the first whose checkpoint retention kept."""
+    from sweeps.tracking.retention import TAG
+
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+    runs = client.search_runs([found.experiment_id], max_results=100, order_by=["attributes.start_time ASC"],
                               filter_string=f"tags.`xstilts.phase_key` = '{key}' and attributes.status = 'FINISHED'")
-    return runs[0] if runs else None
+    usable = [r for r in runs if not with_checkpoint or r.data.tags.get(TAG) != "deleted"]
+    return usable[0] if usable else None
 
 
 def _result_of(run) -> RunResult:
@@ -47,12 +51,15 @@ def _result_of(run) -> RunResult:
 
 
 def run_phase(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig, uri: str, experiment: str,
-              parent_run_id: str | None = None, tags: dict | None = None, callbacks=()) -> tuple[RunResult, bool]:
-    """(result, reused): the phase's run, trained now or found finished with the same configuration."""
+              parent_run_id: str | None = None, tags: dict | None = None, callbacks=(),
+              with_checkpoint: bool = False) -> tuple[RunResult, bool]:
+    """(result, reused): the phase's run, trained now or found finished with the same configuration. A run whose
+    checkpoint retention deleted is reused for its scores; `with_checkpoint` (a later phase starts from it) trains
+    the phase again instead."""
     import mlflow
 
     key = phase_key(kind, task, start, train, data)
-    existing = find_finished(mlflow.MlflowClient(uri), experiment, key)
+    existing = find_finished(mlflow.MlflowClient(uri), experiment, key, with_checkpoint)
     if existing is not None:
         return _result_of(existing), True
     config = RunConfig(task=task, encoder=start.encoder, data=data, train=train, tracking_uri=uri,

@@ -218,6 +218,7 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
             study.optimize(objective, n_trials=len(retries), timeout=sweep.remaining())
             wait_for_other_workers(study)
     mark_abandoned_runs(study, sweep)
+    record_budget_cut(study, sweep)
     log_study_plots(study, sweep)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
@@ -225,10 +226,43 @@ def run_study(sweep: Sweep, kind: str, task: str, start: Start) -> Start | None:
         return None
     best = study.best_trial
     from sweeps.runs.run import RunResult
+    from sweeps.tracking.retention import study_ended
 
-    result = RunResult(best.user_attrs["phase_run_id"], {})
-    return start_after(result, kind, task, start, suggest(optuna.trial.FixedTrial(best.params), space, base),
-                       data, sweep.uri)
+    best_train = suggest(optuna.trial.FixedTrial(best.params), space, base)
+    result = RunResult(checkpointed_best(sweep, kind, task, start, best_train, data, best), {})
+    study_ended(sweep.uri, sweep.experiment.name, name, result.run_id)  # retention: train.keep
+    return start_after(result, kind, task, start, best_train, data, sweep.uri)
+
+
+def checkpointed_best(sweep: Sweep, kind: str, task: str, start: Start, train: TrainConfig, data, best) -> str:
+    """The best trial's phase run; if retention deleted its checkpoint (it had been reused for its scores), the
+    phase is trained again, because the next phase starts from it."""
+    from sweeps.tracking.retention import checkpoint_deleted
+
+    run_id = best.user_attrs["phase_run_id"]
+    if not checkpoint_deleted(mlflow.MlflowClient(sweep.uri), run_id):
+        return run_id
+    tags = {"xstilts.sweep": sweep.experiment.name, "xstilts.phase": kind, "xstilts.task": task,
+            "xstilts.trial": best.number, "xstilts.encoder": sweep.encoder, "xstilts.seed": train.seed,
+            "xstilts.retrained_for_checkpoint": run_id}
+    result, _ = run_phase(kind, task, start, train, data, sweep.uri, sweep.experiment.name, sweep.parent_run_id,
+                          tags, with_checkpoint=True)
+    return result.run_id
+
+
+def record_budget_cut(study: optuna.Study, sweep: Sweep) -> None:
+    """A study the time budget left with fewer trials than asked: said on stderr and named in the sweep run's tag
+    `xstilts.budget_cut` (every such study, across workers and passes)."""
+    done = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    if sweep.deadline is None or time.time() < sweep.deadline or done >= sweep.experiment.trials:
+        return
+    print(f"time budget: {sweep.experiment.timeout_minutes:g} minutes reached; study {study.study_name} ran "
+          f"{done} of {sweep.experiment.trials} trials", file=sys.stderr, flush=True)
+    client = mlflow.MlflowClient(sweep.uri)
+    cut = client.get_run(sweep.parent_run_id).data.tags.get("xstilts.budget_cut", "")
+    names = [n for n in cut.split(", ") if n]
+    if study.study_name not in names:
+        client.set_tag(sweep.parent_run_id, "xstilts.budget_cut", ", ".join([*names, study.study_name]))
 
 
 @contextmanager
@@ -319,6 +353,9 @@ def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
     """One worker's pass over the whole (preflighted) experiment; returns the sweep's parent run id."""
     from sweeps.tracking.store import experiment_id
 
+    from sweeps.runs.console import once_per_process
+
+    once_per_process()
     uri = tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(uri)
     parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name))

@@ -5,7 +5,6 @@ before the MLflow run starts (sweeps/runs/preflight.py); what fails after it sta
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,20 +47,18 @@ def _robustness(data: DataConfig, prepared: Prepared):
 
 
 def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
+    """A Trainer without Lightning's progress bar: a fit prints its own progress line (sweeps/runs/console.py)."""
     import lightning as L
-    from lightning.pytorch.callbacks import TQDMProgressBar
 
     train = config.train
     periodic = train.eval_every is not None and has_validation
-    # a progress bar refresh reads the logged loss (on a GPU, a wait for the device): every 10 steps, not each
-    bar = [TQDMProgressBar(refresh_rate=10)] if sys.stderr.isatty() else []
     return L.Trainer(
         max_epochs=train.epochs, max_steps=train.max_steps, accumulate_grad_batches=train.accumulate,
-        precision=train.precision, logger=logger, callbacks=[*callbacks, *bar], accelerator="auto", devices=1,
+        precision=train.precision, logger=logger, callbacks=list(callbacks), accelerator="auto", devices=1,
         val_check_interval=train.eval_every if periodic else None,
         check_val_every_n_epoch=None if periodic else 1, limit_val_batches=1.0 if has_validation else 0,
         num_sanity_val_steps=0, log_every_n_steps=10, enable_model_summary=False, deterministic=False,
-        enable_progress_bar=bool(bar))
+        enable_progress_bar=False)
 
 
 def _selection_callbacks(datamodule, workdir: Path, patience: int | None):
@@ -96,12 +93,14 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
     from lightning_modules.encoders.tuning import adapter_parameters, apply_tuning
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.runs.console import ProgressLine, once_per_process
     from sweeps.runs.predictions import prediction_sink
     from sweeps.runs.preemption import preempted
     from sweeps.runs.resume import Resume
     from sweeps.tracking import faults
     from sweeps.tracking.store import tracked_run, tracking_uri
 
+    once_per_process()
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
     check_tracking(uri)
@@ -138,7 +137,8 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
         resume = Resume(run, config.params(), config.train.seed, config.checkpoint_dir,
                         config.checkpoint_every_steps, config.checkpoint_every_minutes)
         selection, best = _selection_callbacks(datamodule, resume.selection_folder(), config.train.patience)
-        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
+        progress = ProgressLine(_progress_label(config, prepared), best.monitor if best else None)
+        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, progress, *callbacks],
                            datamodule.selection_set is not None)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
@@ -150,7 +150,7 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             raise
         selection_score = None
         if best is not None and best.best_model_path:
-            module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
+            module.load_selected(torch.load(best.best_model_path, weights_only=True))
             selection_score = float(best.best_model_score)
         trainer.test(module, datamodule=datamodule, verbose=False)
         in_place = run.artifact_folder("checkpoint")
@@ -167,6 +167,12 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             run.log_metrics({"selection/score": selection_score})
         resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
+
+
+def _progress_label(config: RunConfig, prepared: Prepared) -> str:
+    """A sweep's trial by its study and number; any other fit by its run name."""
+    study, trial = config.tags.get("xstilts.study"), config.tags.get("xstilts.trial")
+    return f"{study} trial {trial}" if study is not None else config.run_name or f"fit {prepared.task.name}"
 
 
 def saved_dtype(train):
@@ -229,11 +235,13 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.runs.console import once_per_process
     from sweeps.runs.predictions import prediction_sink
     from sweeps.tracking import faults
     from sweeps.tracking.artifacts import CheckpointError, is_tracked, local_checkpoint
     from sweeps.tracking.store import tracked_run, tracking_uri
 
+    once_per_process()
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
     check_tracking(uri)
