@@ -23,10 +23,14 @@ class Promotion:
 
 
 def candidate_runs(client, task: str) -> list:
+    """Finished fits of `task` with a selection score and a checkpoint (not one retention deleted)."""
+    from sweeps.tracking.retention import TAG
+
     experiments = [e.experiment_id for e in client.search_experiments()]
     query = (f"tags.`xstilts.task` = '{task}' and tags.`xstilts.command` = 'fit' "
              f"and attributes.status = 'FINISHED'")
-    return [r for r in client.search_runs(experiments, query, max_results=50000) if SCORE in r.data.metrics]
+    return [r for r in client.search_runs(experiments, query, max_results=50000)
+            if SCORE in r.data.metrics and r.data.tags.get(TAG) != "deleted"]
 
 
 def champion(client, task: str):
