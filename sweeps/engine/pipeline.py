@@ -26,7 +26,8 @@ class Start:
 
 
 def phase_key(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig) -> str:
-    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": train.model_dump(exclude=TrainConfig.NOT_IN_PHASE_KEY),
+    trained = train.model_dump(exclude=TrainConfig.NOT_IN_PHASE_KEY)
+    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": trained,
                           "data": data.model_dump()}, sort_keys=True, default=str)
     return hashlib.sha256(content.encode()).hexdigest()[:24]
 

@@ -351,9 +351,8 @@ def preflight(path: str | Experiment, settings: SweepConfig) -> Experiment:
 
 def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
     """One worker's pass over the whole (preflighted) experiment; returns the sweep's parent run id."""
-    from sweeps.tracking.store import experiment_id
-
     from sweeps.runs.console import once_per_process
+    from sweeps.tracking.store import experiment_id
 
     once_per_process()
     uri = tracking_uri(settings.tracking_uri)
