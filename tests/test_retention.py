@@ -129,3 +129,32 @@ def test_du_adds_up_the_bytes_on_disk(store):
     assert found["intermediate mnli"][1] > 100_000  # its checkpoints are there
     out = xstilts("du", "keeping", "--tracking-uri", store["uri"], cwd=store["folder"])
     assert "target pawsx from mnli" in out and "total" in out
+
+
+def test_du_and_delete_through_an_mlflow_server(tmp_path, isolated_caches, tiny):
+    """A server's artifacts are listed and deleted through MLflow's client and artifact API, and the copy of a
+    checkpoint downloaded into the cache is counted and removed with it."""
+    from servers import mlflow_server
+
+    from sweeps.cli import main
+    from sweeps.tracking.artifacts import local_checkpoint
+    from sweeps.tracking.retention import Doomed, cached_folder, delete, usage
+
+    with mlflow_server(tmp_path) as server:
+        assert main(["fit", "pawsx", "--data-dir", "fixtures", "--lr", "1e-3", "--epochs", "1", "--max-length", "48",
+                     "--max-train-examples", "32", "--max-eval-examples", "16", "--eval-splits", "test",
+                     "--experiment", "served", "--tracking-uri", server.address]) == 0
+        client = mlflow.MlflowClient(server.address)
+        experiment = client.get_experiment_by_name("served")
+        (run,) = client.search_runs([experiment.experiment_id])
+        run_id = run.info.run_id
+        (stored,) = [p for p in (tmp_path / "artifacts").rglob(run_id) if p.is_dir()]  # the server's own folder
+        local_checkpoint(f"runs:/{run_id}/checkpoint", server.address)  # downloaded into the cache
+        (row,) = usage(client, experiment)
+        assert (row.phase, row.runs) == ("fit", 1)
+        assert row.store_bytes == disk_bytes(stored) and row.cache_bytes == disk_bytes(cached_folder(run_id)) > 0
+
+        delete(client, server.address, [Doomed(run_id, "served", "fit", row.store_bytes, row.cache_bytes, "test")])
+        assert client.list_artifacts(run_id, "checkpoint") == [] and not cached_folder(run_id).exists()
+        assert not any(p.name == "checkpoint" for p in stored.rglob("*"))
+        assert client.get_run(run_id).data.tags["xstilts.checkpoint"] == "deleted"
