@@ -321,8 +321,9 @@ def cmd_du(args) -> None:
     from sweeps.tracking.retention import experiments, human, usage
 
     client = mlflow.MlflowClient(_tracking_uri(args))
+    chosen = experiments(client, args.experiment)
     print(f"{'experiment':<24}{'phase':<40}{'runs':>6}{'store':>12}{'cache':>12}")
-    for experiment in experiments(client, args.experiment):
+    for experiment in chosen:
         rows = usage(client, experiment)
         for row in rows:
             print(f"{row.experiment:<24}{row.phase:<40}{row.runs:>6}{human(row.store_bytes):>12}"
