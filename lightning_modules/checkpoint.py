@@ -1,7 +1,9 @@
 """The xstilts checkpoint: a folder anyone can load.
 
     encoder/         a Hugging Face model folder (config, model.safetensors, tokenizer): the encoder alone,
-                     which is how a later phase starts from an earlier one (AutoModel.from_pretrained works)
+                     which is how a later phase starts from an earlier one (AutoModel.from_pretrained works); for
+                     a LoRA/IA3 phase a peft adapter folder (adapter_config.json naming the base encoder,
+                     adapter_model.safetensors, tokenizer), which load_encoder merges onto its base
     head.safetensors the task head's weights
     xstilts.json     task, format, labels, feature settings and where the encoder came from
 """
@@ -16,11 +18,20 @@ META_FILE = "xstilts.json"
 HEAD_FILE = "head.safetensors"
 
 
-def save_checkpoint(folder: Path, encoder, tokenizer, head, meta: dict) -> Path:
+def save_checkpoint(folder: Path, encoder, tokenizer, head, meta: dict, dtype=None, base: str | None = None) -> Path:
+    """`dtype` (a torch dtype) is the saved encoder weights' (the encoder is cast in place: save last). A peft
+    encoder (LoRA, IA3) is saved as its adapter alone, with `base`, the encoder name it was applied to, as its
+    base_model_name_or_path: lightning_modules/encoders loads the base and merges the adapter back."""
     from safetensors.torch import save_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(folder / "encoder")
+    if dtype is not None:
+        encoder.to(dtype)
+    adapters = getattr(encoder, "peft_config", {})
+    for adapter in adapters.values():
+        adapter.base_model_name_or_path = base
+    # an adapter's embeddings are the base's (peft freezes them): no need to look the base up to compare
+    encoder.save_pretrained(folder / "encoder", **({"save_embedding_layers": False} if adapters else {}))
     tokenizer.save_pretrained(folder / "encoder")
     save_model(head, str(folder / HEAD_FILE))
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable))

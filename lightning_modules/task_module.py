@@ -53,6 +53,26 @@ class TaskModule(L.LightningModule):
         self.scores: dict[str, float] = {}
         self.train()  # from_pretrained returns modules in eval mode, and Lightning keeps the mode it finds
 
+    def on_save_checkpoint(self, checkpoint):
+        """Frozen parameters (the embeddings under frozen_embeddings, the base under an adapter) never change: a
+        Lightning checkpoint (selection, resume) leaves them out, and loading one takes them from the module."""
+        state = checkpoint["state_dict"]
+        for name in self._frozen():
+            state.pop(name, None)
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint["state_dict"]
+        for name, parameter in self._frozen().items():
+            state.setdefault(name, parameter.detach())
+
+    def load_selected(self, checkpoint: dict) -> None:
+        """The weights of a checkpoint this module saved (the selected best), frozen parameters included."""
+        self.on_load_checkpoint(checkpoint)
+        self.load_state_dict(checkpoint["state_dict"])
+
+    def _frozen(self) -> dict:
+        return {name: parameter for name, parameter in self.named_parameters() if not parameter.requires_grad}
+
     def training_step(self, batch, batch_idx):
         loss = self.fmt.step(self.encoder, self.head, batch, self.pad_id).loss
         # only on the steps the logger writes (every log_every_n_steps): self.log costs time on every call

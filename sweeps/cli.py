@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from sweeps.config.errors import ConfigError
-from sweeps.config.schema import safe_name
+from sweeps.config.schema import KEEP_MODES, safe_name
 from sweeps.config.secrets import STORAGE_ENV, redact
 
 
@@ -89,6 +89,19 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--experiment", default="xstilts-compare", help="where the comparison run is logged")
     add_flags(compare, DataConfig, "data", only=("tasks_files",))
     add_flags(compare, TrackingConfig, "tracking", only=("tracking_uri",))
+
+    gc = commands.add_parser("gc", help="delete the checkpoints retention does not keep (train.keep; dry run: "
+                                        "lists them and their bytes)")
+    gc.add_argument("experiment", nargs="*", help="MLflow experiment name(s) (default: every experiment)")
+    gc.add_argument("--yes", action="store_true", help="delete them (default: only list them)")
+    gc.add_argument("--keep", choices=KEEP_MODES, help="apply this instead of each run's train.keep (e.g. best "
+                                                       "after a sweep that kept all)")
+    add_flags(gc, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout"))
+
+    du = commands.add_parser("du", help="bytes per experiment and phase: artifacts in the store, checkpoints in "
+                                        "the local cache")
+    du.add_argument("experiment", nargs="*", help="MLflow experiment name(s) (default: every experiment)")
+    add_flags(du, TrackingConfig, "tracking", only=("tracking_uri", "tracking_timeout"))
 
     sync = commands.add_parser("sync", help="send runs spooled while the tracking store was out of reach")
     sync.add_argument("--tracking-uri", help="only runs of this store (default: every spooled run, each to its own)")
@@ -210,6 +223,7 @@ def cmd_sweep(args) -> None:
     if settings.check:
         print(f"preflight passed: {checked.summary()}")
         return
+    print(f"sweep {checked.banner()}", file=sys.stderr, flush=True)
     if settings.workers > 1:
         code = launch_workers(checked, settings)
         if code:
@@ -314,6 +328,45 @@ def cmd_compare(args) -> None:
     print(f"\nall disagreements: MLflow run {log(results, run_a, run_b, uri, experiment)} (compare/…)")
 
 
+def cmd_gc(args) -> None:
+    import mlflow
+
+    from sweeps.tracking.retention import delete, doomed, experiments, human
+
+    uri = _tracking_uri(args)
+    client = mlflow.MlflowClient(uri)
+    found = [d for experiment in experiments(client, args.experiment) for d in doomed(client, experiment,
+                                                                                     keep=args.keep)]
+    for item in found:
+        print(f"{item.experiment}  {item.phase}  run {item.run_id}  store {human(item.store_bytes)}  cache "
+              f"{human(item.cache_bytes)}  ({item.reason})")
+    total = human(sum(d.store_bytes + d.cache_bytes for d in found))
+    if not found:
+        print("nothing to delete: every checkpoint left is kept")
+    elif args.yes:
+        delete(client, uri, found)
+        print(f"deleted {len(found)} checkpoint(s), {total}")
+    else:
+        print(f"{len(found)} checkpoint(s), {total}: run again with --yes to delete them")
+
+
+def cmd_du(args) -> None:
+    import mlflow
+
+    from sweeps.tracking.retention import experiments, human, usage
+
+    client = mlflow.MlflowClient(_tracking_uri(args))
+    chosen = experiments(client, args.experiment)
+    print(f"{'experiment':<24}{'phase':<40}{'runs':>6}{'store':>12}{'cache':>12}")
+    for experiment in chosen:
+        rows = usage(client, experiment)
+        for row in rows:
+            print(f"{row.experiment:<24}{row.phase:<40}{row.runs:>6}{human(row.store_bytes):>12}"
+                  f"{human(row.cache_bytes):>12}")
+        print(f"{experiment.name:<24}{'total':<40}{sum(r.runs for r in rows):>6}"
+              f"{human(sum(r.store_bytes for r in rows)):>12}{human(sum(r.cache_bytes for r in rows)):>12}")
+
+
 def cmd_sync(args) -> None:
     from sweeps.tracking.spool import spool_root, sync
     from sweeps.tracking.store import tracking_uri
@@ -360,7 +413,7 @@ def serve(server, health_url: str, banner: str) -> None:
 
 COMMANDS = {"tasks": cmd_tasks, "fit": cmd_fit, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
             "promote": cmd_promote, "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui, "models": cmd_models,
-            "score": cmd_score, "compare": cmd_compare, "dashboard": cmd_dashboard}
+            "score": cmd_score, "compare": cmd_compare, "dashboard": cmd_dashboard, "gc": cmd_gc, "du": cmd_du}
 
 
 TRACKING_UNAVAILABLE = 3  # exit status: the tracking store was out of reach (what could not be sent is spooled)

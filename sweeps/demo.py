@@ -32,8 +32,7 @@ def main() -> int:
               "which shows the mechanics, not transfer")
         experiment = replace(experiment, encoders=("tiny-xlmr",))
     experiment = with_catalogs(experiment)
-    print(f"demo: encoder {experiment.encoders[0]}; intermediate {experiment.intermediates[1:]}; "
-          f"targets {', '.join(experiment.targets)}; {experiment.trials} trials per study", flush=True)
+    print(f"sweep {experiment.banner()}", flush=True)
     store = demo_store()
     uri, storage = f"sqlite:///{store / 'mlflow.db'}", f"sqlite:///{store / 'optuna.db'}"
     settings = SweepConfig(tracking_uri=uri, storage=storage)

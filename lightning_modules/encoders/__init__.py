@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # peft's adapter folder
+
+
 class EncoderError(ValueError):
     pass
 
@@ -56,7 +59,7 @@ def resolve(name: str) -> str:
     if (path / "xstilts.json").exists():
         path = path / "encoder"  # a phase starts from an earlier phase's encoder, without its head
     if path.exists():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / ADAPTER_CONFIG).exists():
             raise EncoderError(f"encoder folder {path} has no config.json (expected a Hugging Face model folder"
                                f" or an xstilts checkpoint's encoder/ folder)")
         return str(path)
@@ -70,7 +73,9 @@ def resolve(name: str) -> str:
 
 
 def load_encoder(name: str):
-    """(encoder, tokenizer) for an encoder name, without any task head."""
+    """(encoder, tokenizer) for an encoder name, without any task head, in float32 whatever dtype it was saved in
+    (training precision decides the rest). An adapter folder is merged onto its base encoder."""
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     from transformers import AutoConfig
@@ -78,15 +83,29 @@ def load_encoder(name: str):
     from lightning_modules.encoders.adapters import has_adapters, restore_adapters
 
     location = resolve(name)
+    if (Path(location) / ADAPTER_CONFIG).exists():
+        return _merged_adapter(location), AutoTokenizer.from_pretrained(location)
     config = AutoConfig.from_pretrained(location)
     options = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
     if has_adapters(config):  # an earlier phase's bottleneck adapters: rebuilt and loaded after the encoder
         with _quiet_transformers():  # its load report would call the adapters' weights unexpected
-            encoder = AutoModel.from_pretrained(location, **options)
+            encoder = AutoModel.from_pretrained(location, dtype=torch.float32, **options)
         restore_adapters(encoder, Path(location) / "model.safetensors")
     else:
-        encoder = AutoModel.from_pretrained(location, **options)
+        encoder = AutoModel.from_pretrained(location, dtype=torch.float32, **options)
     return encoder, AutoTokenizer.from_pretrained(location)
+
+
+def _merged_adapter(location: str):
+    """A peft adapter folder (a LoRA/IA3 phase's checkpoint) loaded onto its base encoder and merged into it."""
+    from peft import PeftConfig, PeftModel
+
+    base_name = PeftConfig.from_pretrained(location).base_model_name_or_path
+    try:
+        base, _ = load_encoder(base_name)
+    except EncoderError as error:
+        raise EncoderError(f"adapter {location}: its base encoder cannot be loaded ({error})") from None
+    return PeftModel.from_pretrained(base, location).merge_and_unload()
 
 
 @contextmanager

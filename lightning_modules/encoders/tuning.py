@@ -2,9 +2,10 @@
 encoder frozen (LoRA or IA3 through peft), or bottleneck adapters (Houlsby or Pfeiffer placement,
 lightning_modules/encoders/adapters.py) with the encoder frozen. The task head always trains.
 
-A phase's checkpoint holds the encoder with its LoRA/IA3 adapter merged in, so the next phase starts from a standard
-model and (if it tunes with adapters too) trains a fresh adapter on top. Bottleneck adapters cannot be merged (they
-are not linear): the checkpoint keeps them, stacked, and the next phase loads them with the encoder.
+A LoRA/IA3 phase's checkpoint holds only its adapter and the name of its base encoder (lightning_modules/
+checkpoint.py); loading it merges the adapter into the base, so the next phase starts from a standard model and (if
+it tunes with adapters too) trains a fresh adapter on top. Bottleneck adapters cannot be merged (they are not
+linear): the checkpoint keeps them, stacked, and the next phase loads them with the encoder.
 """
 
 from __future__ import annotations
@@ -38,11 +39,6 @@ def apply_tuning(encoder, mode: str, lora_rank: int = 8, adapter_placement: str 
     else:
         config = IA3Config(target_modules=ATTENTION + FEED_FORWARD, feedforward_modules=FEED_FORWARD)
     return get_peft_model(encoder, config)
-
-
-def merged(encoder):
-    """The plain encoder, LoRA/IA3 adapters merged into its weights (bottleneck adapters stay, as modules)."""
-    return encoder.merge_and_unload() if hasattr(encoder, "merge_and_unload") else encoder
 
 
 def adapter_parameters(encoder) -> int:

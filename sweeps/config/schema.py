@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,6 +20,8 @@ from lightning_modules.encoders.tuning import ADAPTER_PLACEMENTS, TUNING_MODES
 FIXTURES = Path(__file__).resolve().parents[2] / "datamodules" / "fixtures"
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
 SPLITS = ("train", "validation", "test")
+SAVE_DTYPES = ("training", "float32", "bfloat16", "float16")
+KEEP_MODES = ("best", "all", "none")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=-]*$")
 GPU_ID = re.compile(r"^(\d+|(GPU|MIG)-[A-Za-z0-9/-]+)$")  # what CUDA_VISIBLE_DEVICES takes: index or UUID
 
@@ -126,8 +128,8 @@ class TrainConfig(Settings):
                                              "of compiling)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     tuning: Literal[TUNING_MODES] = Field("full", description="what trains besides the head (lora/ia3: peft "
-                                                              "adapters, merged into the checkpoint; adapter: "
-                                                              "bottleneck adapters, kept in the checkpoint)")
+                                                              "adapters, saved as adapter weights on their base; "
+                                                              "adapter: bottleneck adapters, kept in the checkpoint)")
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank")
     adapter_placement: Literal[ADAPTER_PLACEMENTS] = Field(
         "pfeiffer", description="--tuning adapter: after the feed-forward output of each layer (pfeiffer) or also "
@@ -142,6 +144,17 @@ class TrainConfig(Settings):
                                                      "(auto: ddp)")
     num_nodes: int = Field(1, ge=1, le=1024, description="machines of this run (one rank per device on each, "
                                                          "started by srun or torchrun)")
+    save_dtype: Literal[SAVE_DTYPES] = Field(
+        "training", description="dtype of the saved checkpoint's weights: 'training' (bfloat16 or float16 when "
+                                "--precision is bf16-*/16-*, else float32), or float32, bfloat16, float16 (half the "
+                                "disk of float32)")
+    keep: Literal[KEEP_MODES] = Field(
+        "best", description="sweeps: which of a study's phase checkpoints stay once it ends: best (the study's best "
+                            "and any a later phase started from), all, or none (only those a later phase needs); "
+                            "no part of the phase key")
+
+    # settings that do not change what a phase trains: its key (sweeps/engine/pipeline.py) leaves them out
+    NOT_IN_PHASE_KEY: ClassVar[frozenset[str]] = frozenset({"keep"})
 
     @field_validator("max_steps")
     @classmethod

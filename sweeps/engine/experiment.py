@@ -121,6 +121,18 @@ class Experiment:
         found += [("target", t) for t in self.targets]
         return list(dict.fromkeys(found))
 
+    def banner(self) -> str:
+        """The sweep in words: encoder(s), phases, targets, trials and time limit."""
+        sequences = [" then ".join(sequence) for sequence in self.intermediates if sequence]
+        baseline = () in self.intermediates
+        intermediate = ", ".join(sequences) or "none"
+        if sequences and baseline:
+            intermediate += ", and the baseline without one"
+        limit = f"; time limit {self.timeout_minutes:g} minutes" if self.timeout_minutes else ""
+        return (f"{self.name}: encoder {', '.join(self.encoders)}" + (f"; MLM {self.mlm}" if self.mlm else "") +
+                f"; intermediate {intermediate}; targets {', '.join(self.targets)}; {self.trials} trial"
+                f"{'s' if self.trials != 1 else ''} per study{limit}")
+
     def summary(self) -> str:
         phases = self.phase_tasks()
         return (f"experiment {self.name}: {len(phases)} phase tasks, {len(self.intermediates)} intermediate "

@@ -41,7 +41,8 @@ SELECTION = "selection/score"
 
 
 def phase_key(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig) -> str:
-    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": train.model_dump(),
+    trained = train.model_dump(exclude=TrainConfig.NOT_IN_PHASE_KEY)
+    content = json.dumps({"kind": kind, "task": task, "start": start.key, "train": trained,
                           "data": data.model_dump()}, sort_keys=True, default=str)
     return hashlib.sha256(content.encode()).hexdigest()[:24]
 
@@ -57,13 +58,18 @@ def training_data(data: DataConfig) -> DataConfig:
     return data.evolve(**{name: DataConfig.model_fields[name].default for name in EVALUATION_ONLY})
 
 
-def find_finished(client, experiment: str, key: str, tag: str = "xstilts.phase_key"):
+def find_finished(client, experiment: str, key: str, tag: str = "xstilts.phase_key", with_checkpoint: bool = False):
+    """The first finished run of `key` (a phase key, or with `tag` a training key); with `with_checkpoint`, the first
+    whose checkpoint retention kept."""
+    from sweeps.tracking.retention import TAG
+
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+    runs = client.search_runs([found.experiment_id], max_results=100, order_by=["attributes.start_time ASC"],
                               filter_string=f"tags.`{tag}` = '{key}' and attributes.status = 'FINISHED'")
-    return runs[0] if runs else None
+    usable = [r for r in runs if not with_checkpoint or r.data.tags.get(TAG) != "deleted"]
+    return usable[0] if usable else None
 
 
 def _result_of(run) -> RunResult:
@@ -95,19 +101,20 @@ def claimed(claims, key: str, finished):
 
 def run_phase(kind: str, task: str, start: Start, train: TrainConfig, data: DataConfig, uri: str, experiment: str,
               parent_run_id: str | None = None, tags: dict | None = None, callbacks=(),
-              claims=None) -> tuple[RunResult, bool]:
+              claims=None, with_checkpoint: bool = False) -> tuple[RunResult, bool]:
     """(result, reused): the phase's run, trained now, evaluated from a run that trained the same, or found finished
-    with the same configuration."""
+    with the same configuration. A run whose checkpoint retention deleted is reused for its scores; with
+    `with_checkpoint` (a later phase starts from it) the phase is trained again instead."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     key, trains = phase_key(kind, task, start, train, data), training_key(kind, task, start, train, data)
-    with claimed(claims, f"phase:{key}", lambda: find_finished(client, experiment, key)) as existing:
+    with claimed(claims, f"phase:{key}", lambda: find_finished(client, experiment, key, with_checkpoint=with_checkpoint)) as existing:
         if existing is not None:
             return _result_of(existing), True
         tags = {**_phase_tags(kind, key, start, tags), "xstilts.train_key": trains}
         with claimed(claims, f"train:{trains}",
-                     lambda: find_finished(client, experiment, trains, "xstilts.train_key")) as trained:
+                     lambda: find_finished(client, experiment, trains, "xstilts.train_key", True)) as trained:
             config = RunConfig(task=task, encoder=start.encoder, data=data, train=train, tracking_uri=uri,
                                experiment=experiment, run_name=f"{kind}-{task}", tags=tags,
                                parent_run_id=parent_run_id)

@@ -40,6 +40,7 @@ from sweeps.engine.devices import worker_environments
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
 from sweeps.runs.preemption import preempted
+from sweeps.tracking.retention import checkpoint_deleted, study_ended
 from sweeps.runs.run import RunResult
 from sweeps.tracking.store import git_commit, storage_url, tracked_run, tracking_uri
 
@@ -205,7 +206,7 @@ class Sweep:
     parent_run_id: str
     deadline: float | None
     starts: dict = field(default_factory=dict)  # study name -> the Start its best trial gives (None: no result)
-    cut: set = field(default_factory=set)  # studies the time budget left short of their trials
+    cut: dict = field(default_factory=dict)  # studies the time budget left short of their trials -> trials run
 
     def expired(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
@@ -347,27 +348,40 @@ def best_start(sweep: Sweep, study: Study) -> Start | None:
     best = optuna_study.best_trial
     train = suggest(optuna.trial.FixedTrial(best.params), study.space, TrainConfig(seed=study.seed))
     result = RunResult(best.user_attrs["phase_run_id"], {}, best.user_attrs["checkpoint"])
+    if checkpoint_deleted(mlflow.MlflowClient(sweep.uri), result.run_id):  # reused for its scores, then pruned
+        tags = {**study_tags(sweep, study, start), "xstilts.retrained_for_checkpoint": result.run_id}
+        result, _ = run_phase(study.kind, study.task, start, train, study.data, sweep.uri, sweep.experiment.name,
+                              sweep.parent_run_id, tags, claims=sweep.claims, with_checkpoint=True)
     return start_after(result, study.kind, study.task, start, train, study.data, sweep.uri)
 
 
+def end_study(sweep: Sweep, study: Study) -> None:
+    """A study whose every slot is done: its plots, and retention (train.keep) of its phases' checkpoints."""
+    optuna_study = open_study(sweep, study)
+    log_study_plots(optuna_study, sweep)
+    if optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        study_ended(sweep.uri, sweep.experiment.name, study.name, optuna_study.best_trial.user_attrs["phase_run_id"])
+
+
 def is_done(sweep: Sweep, study: Study, states: dict[str, str]) -> bool:
-    return all(states.get(study.slot(i)) == DONE for i in range(study.budget))
+    """Every slot the study still runs is done: all its budget, or once the time budget is spent its first slot
+    (a study runs at least one trial, so the studies after it have a start)."""
+    wanted = 1 if sweep.expired() and study.trains else study.budget
+    return all(states.get(study.slot(i)) == DONE for i in range(wanted))
 
 
 def work(sweep: Sweep, studies: list[Study]) -> None:
     """Take any open trial slot of any ready study (one whose predecessor is done), run it, look again; wait only
-    when every open slot is held by another worker; end when every study is done or the time budget is spent."""
+    when every open slot is held by another worker; end when every study is done. Once the time budget is spent, a
+    study takes no slot beyond its first."""
     while True:
         states = sweep.claims.states("slot:")
         open_studies = [s for s in studies if not is_done(sweep, s, states)]
         if not open_studies:
-            return
-        if sweep.expired():
-            sweep.cut.update(s.name for s in open_studies)
-            return
+            break
         taken = next(((study, index) for study in open_studies
                       if study.after is None or is_done(sweep, study.after, states)
-                      for index in range(study.budget)
+                      for index in range(1 if sweep.expired() else study.budget)
                       if states.get(study.slot(index), FREE) == FREE and sweep.claims.take(study.slot(index))),
                      None)
         if taken is None:  # every open slot is another worker's, or waits for a study still running
@@ -383,7 +397,11 @@ def work(sweep: Sweep, studies: list[Study]) -> None:
             raise
         sweep.claims.end(study.slot(index), DONE)
         if study.trains and is_done(sweep, study, sweep.claims.states(f"slot:{study.name}#")):
-            log_study_plots(open_study(sweep, study), sweep)
+            end_study(sweep, study)
+    if sweep.expired():
+        states = sweep.claims.states("slot:")
+        sweep.cut = {s.name: (sum(states.get(s.slot(i)) == DONE for i in range(s.budget)), s.budget) for s in studies
+                     if any(states.get(s.slot(i)) != DONE for i in range(s.budget))}
 
 
 @contextmanager
@@ -472,8 +490,10 @@ def checked_sizes(path: str | Experiment, settings: SweepConfig) -> tuple[Experi
 
 def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
     """One worker's pass over the whole (preflighted) experiment; returns the sweep's parent run id."""
+    from sweeps.runs.console import once_per_process
     from sweeps.tracking.store import experiment_id
 
+    once_per_process()
     uri = tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient(uri)
     parent = find_or_create_parent(client, experiment, experiment_id(client, uri, experiment.name, experiment.note()))
@@ -490,11 +510,11 @@ def run_sweep(experiment: Experiment, settings: SweepConfig) -> str:
         raise
     finally:
         claims.close()
+    for name, (trials, budget) in sweep.cut.items():
+        print(f"time budget: {experiment.timeout_minutes:g} minutes reached; study {name} ran {trials} of {budget} "
+              f"trials", file=sys.stderr, flush=True)
     if sweep.cut:
-        cut = ", ".join(sorted(sweep.cut))
-        print(f"time budget of {experiment.timeout_minutes} min spent: fewer trials than asked in {cut}",
-              file=sys.stderr)
-        client.set_tag(parent, "xstilts.budget_cut", cut[:5000])
+        client.set_tag(parent, "xstilts.budget_cut", ", ".join(sweep.cut)[:5000])
     client.set_terminated(parent, "FINISHED")
     return parent
 

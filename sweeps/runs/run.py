@@ -56,21 +56,18 @@ def _trainer(config: RunConfig, logger, callbacks, has_validation: bool):
     whole English validation set (the training batches are shared out by the datamodule), so that every rank selects
     the same checkpoint."""
     import lightning as L
-    from lightning.pytorch.callbacks import TQDMProgressBar
 
     from sweeps.runs.distributed import strategy
 
     train = config.train
     periodic = train.eval_every is not None and has_validation
-    # a progress bar refresh reads the logged loss (on a GPU, a wait for the device): every 10 steps, not each
-    bar = [TQDMProgressBar(refresh_rate=10)] if sys.stderr.isatty() else []
     return L.Trainer(
         max_epochs=train.epochs, max_steps=train.max_steps, accumulate_grad_batches=train.accumulate,
-        precision=train.precision, logger=logger, callbacks=[*callbacks, *bar], accelerator="auto",
+        precision=train.precision, logger=logger, callbacks=list(callbacks), accelerator="auto",
         **strategy(train), use_distributed_sampler=False, val_check_interval=train.eval_every if periodic else None,
         check_val_every_n_epoch=None if periodic else 1, limit_val_batches=1.0 if has_validation else 0,
         num_sanity_val_steps=0, log_every_n_steps=10, enable_model_summary=False, deterministic=False,
-        enable_progress_bar=bool(bar))
+        enable_progress_bar=False)
 
 
 def _selection_callbacks(datamodule, train_task: TaskSpec, workdir: Path, patience: int | None):
@@ -131,15 +128,17 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
 
     from lightning_modules.checkpoint import save_checkpoint
     from lightning_modules.encoders import load_encoder
-    from lightning_modules.encoders.tuning import adapter_parameters, merged
+    from lightning_modules.encoders.tuning import adapter_parameters
     from lightning_modules.formats import get_format
     from sweeps.runs import distributed
+    from sweeps.runs.console import ProgressLine, once_per_process
     from sweeps.runs.predictions import prediction_sink
     from sweeps.runs.preemption import preempted
     from sweeps.runs.resume import Resume
     from sweeps.tracking import faults
     from sweeps.tracking.store import system_metrics, tracked_run, tracking_uri, untracked_run
 
+    once_per_process()
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
     check_tracking(uri)
@@ -180,7 +179,8 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
             distributed.quiet_score_warnings()
         selection, best = _selection_callbacks(datamodule, prepared.train_task, resume.selection_folder(),
                                                config.train.patience)
-        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
+        progress = ProgressLine(_progress_label(config, prepared), best.monitor if best else None)
+        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, progress, *callbacks],
                            bool(datamodule.selection_sets))
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
@@ -203,11 +203,12 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
             module = _module(config, prepared, fmt, load_encoder(config.encoder)[0], tokenizer, datamodule.labels, sink)
             trainer = _trainer(distributed.one_device(config), run.lightning_logger(), [], has_validation=False)
         if weights is not None:
-            module.load_state_dict(torch.load(weights, weights_only=True)["state_dict"])
+            module.load_selected(torch.load(weights, weights_only=True))
         trainer.test(module, datamodule=datamodule, verbose=False)
         in_place = run.artifact_folder("checkpoint")
-        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", merged(module.encoder), tokenizer,
-                                     module.head, _checkpoint_meta(config, prepared, datamodule.labels, run.run_id))
+        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", module.encoder, tokenizer, module.head,
+                                     _checkpoint_meta(config, prepared, datamodule.labels, run.run_id),
+                                     saved_dtype(config.train), base=config.encoder)
         if in_place is None:
             run.log_artifacts(checkpoint, "checkpoint")
         run.log_dict(module.scores, "scores.json")
@@ -218,6 +219,23 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
             run.log_metrics({"selection/score": selection_score})
         resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
+
+
+def _progress_label(config: RunConfig, prepared: Prepared) -> str:
+    """A sweep's trial by its study and number; any other fit by its run name."""
+    study, trial = config.tags.get("xstilts.study"), config.tags.get("xstilts.trial")
+    return f"{study} trial {trial}" if study is not None else config.run_name or f"fit {prepared.task.name}"
+
+
+def saved_dtype(train):
+    """The torch dtype a fit's checkpoint is saved in: TrainConfig.save_dtype, or its training precision's."""
+    import torch
+
+    name = train.save_dtype
+    if name == "training":
+        name = "bfloat16" if train.precision.startswith("bf16") else \
+            "float16" if train.precision.startswith("16") else "float32"
+    return getattr(torch, name)
 
 
 def _metadata_tags(task: TaskSpec) -> dict:
@@ -288,11 +306,13 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
     from lightning_modules.encoders import load_encoder
     from lightning_modules.formats import get_format
     from lightning_modules.task_module import TaskModule
+    from sweeps.runs.console import once_per_process
     from sweeps.runs.predictions import prediction_sink
     from sweeps.tracking import faults
     from sweeps.tracking.artifacts import CheckpointError, is_tracked, local_checkpoint
     from sweeps.tracking.store import tracked_run, tracking_uri
 
+    once_per_process()
     uri = tracking_uri(config.tracking_uri)
     faults.configure(config.tracking_timeout)
     check_tracking(uri)

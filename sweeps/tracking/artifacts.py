@@ -1,6 +1,7 @@
 """Checkpoints by name: a folder, `runs:/<run id>/<path>`, `models:/<name>@<alias>` or `models:/<name>/<version>`.
-A tracked checkpoint is downloaded once into the cache ($XSTILTS_CACHE/checkpoints/<run id>/), atomically: workers
-sharing the cache never see half a download."""
+A tracked checkpoint in a local store (sqlite + artifacts on this disk) is used where it lies; one on a server is
+downloaded once into the cache ($XSTILTS_CACHE/checkpoints/<run id>/), atomically: workers sharing the cache never
+see half a download."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def _run_and_path(client, name: str) -> tuple[str, str]:
     return version.run_id, "checkpoint"  # a champion's run (its version may hold a copy: a pyfunc model)
 
 
+def local_artifacts(artifact_uri: str) -> Path | None:
+    """The folder of a run's artifacts when they lie on this machine's disk (`file:` URIs); None for a server's."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(artifact_uri)
+    return Path(url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+
 def local_checkpoint(name: str, uri: str) -> Path:
     """A local folder holding the checkpoint `name` (a tracked one is downloaded once)."""
     if not is_tracked(name):
@@ -47,6 +57,9 @@ def local_checkpoint(name: str, uri: str) -> Path:
     client = mlflow.MlflowClient(uri)
     try:
         run_id, path = _run_and_path(client, name)
+        on_disk = local_artifacts(client.get_run(run_id).info.artifact_uri)
+        if on_disk is not None and (on_disk / path).exists():  # a local store's: used where it is, not copied
+            return on_disk / path
         folder = cache_dir() / "checkpoints" / run_id
         if not (folder / path).exists():
             staging = folder.with_name(f"{run_id}.partial-{os.getpid()}")

@@ -29,9 +29,13 @@ class Promotion:
 
 
 def candidate_runs(client, task: str, experiment_ids: list[str]) -> list:
+    """Finished fits of `task` with a selection score and a checkpoint (not one retention deleted)."""
+    from sweeps.tracking.retention import TAG
+
     query = (f"tags.`xstilts.task` = '{task}' and tags.`xstilts.command` = 'fit' "
              f"and attributes.status = 'FINISHED'")
-    return [r for r in client.search_runs(experiment_ids, query, max_results=50000) if SCORE in r.data.metrics]
+    return [r for r in client.search_runs(experiment_ids, query, max_results=50000)
+            if SCORE in r.data.metrics and r.data.tags.get(TAG) != "deleted"]
 
 
 def scope(client, task: str, names: tuple[str, ...]) -> list:

@@ -241,21 +241,19 @@ class Run:
     def artifact_folder(self, artifact_path: str) -> Path | None:
         """Where an artifact of this run lies when the run's artifacts are on this machine's disk (a sqlite store's):
         a large artifact is then written there in place, not written elsewhere and copied. None for a server's."""
-        from urllib.parse import urlparse
-        from urllib.request import url2pathname
-
+        from sweeps.tracking.artifacts import local_artifacts
         from sweeps.tracking.faults import unreachable
 
         if self.offline is not None:
             return None
         try:
-            uri = urlparse(self.client.get_run(self.run_id).info.artifact_uri)
+            folder = local_artifacts(self.client.get_run(self.run_id).info.artifact_uri)
         except Exception as error:
             if not unreachable(error):
                 raise
             self._go_offline(error)
             return None
-        return Path(url2pathname(uri.path)) / artifact_path if uri.scheme == "file" else None
+        return folder / artifact_path if folder is not None else None
 
     def log_dict(self, data: dict, file_name: str) -> None:
         self._send({"op": "dict", "data": data, "file": file_name},
