@@ -87,7 +87,10 @@ class TaskModule(L.LightningModule):
     def _score(self, eval_sets, final: bool = True) -> None:
         by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         for index, eval_set in enumerate(eval_sets):
-            records = self.fmt.predict(self._outputs.pop(index, []), eval_set, self.labels)
+            outputs = self._outputs.pop(index, [])
+            if eval_set.order is not None:  # batches grouped by length: back to the features' order
+                outputs = self.fmt.in_data_order(outputs, eval_set.order)
+            records = self.fmt.predict(outputs, eval_set, self.labels)
             if final and self.on_predictions is not None and self.fmt.per_example():
                 self.on_predictions(eval_set, records)
             by_split[eval_set.split][eval_set.lang] = self.fmt.score_predictions(records, eval_set.task, eval_set.lang)

@@ -62,6 +62,8 @@ class DataConfig(Settings):
     num_workers: int = Field(0, ge=0, le=256, description="DataLoader worker processes")
     group_by_length: bool = Field(False, description="training batches of examples of similar lengths (less "
                                                      "padding, faster)")
+    group_eval_by_length: bool = Field(True, description="evaluation batches of examples of similar lengths (the "
+                                                         "same scores and predictions, faster)")
     seqeval: Literal["0.0", "1.x"] | None = Field(
         None, description="tagging chunk F1 as seqeval 0.0.x computes it (XTREME's published numbers; the default) "
                           "or as seqeval 1.x")

@@ -37,7 +37,8 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
         batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
         max_eval_examples=data.max_eval_examples, labels=labels,
-        robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed)
+        robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed,
+        group_eval_by_length=data.group_eval_by_length)
 
 
 def _robustness(data: DataConfig, prepared: Prepared):
