@@ -57,7 +57,7 @@ class TaskDataModule(L.LightningDataModule):
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  cache_root: Path | None = None, labels: list[str] | None = None,
                  robustness: Robustness = Robustness(), group_by_length: bool = False, seed: int | None = None,
-                 group_eval_by_length: bool = True):
+                 group_eval_by_length: bool = True, accumulate: int = 1):
         super().__init__()
         # the training order's seed: each epoch's order from (seed, epoch), and the loader's position resumable;
         # None: shuffled from the global generator, not resumable mid-epoch
@@ -79,6 +79,7 @@ class TaskDataModule(L.LightningDataModule):
         self.cache_root = cache_root
         self.group_by_length = group_by_length and not streaming  # a stream's lengths are not known in advance
         self.group_eval_by_length = group_eval_by_length
+        self.accumulate = accumulate  # batches per optimizer step: the loss is a mean over all their units
         self.labels = labels or self._labels()
         self.cache_hits: dict[str, bool] = {}
         self.train_features = None
@@ -263,14 +264,22 @@ class TaskDataModule(L.LightningDataModule):
         if self.group_by_length:
             sampler = LengthGroupedBatches(feature_lengths(self.train_features, self.fmt.length_column),
                                            self.batch_size, seed=self.seed)
-            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
-                                   **self._loader_options(persistent=True))
+            return ResumableLoader(self.train_features, sampler, collate_fn=collate, loss_units=self.fmt.loss_units,
+                                   accumulate=self.accumulate, **self._loader_options(persistent=True))
         if self.seed is not None and not self.streaming:  # a stream has no position to resume from
             sampler = ShuffledBatches(len(self.train_features), self.batch_size, self.seed)
-            return ResumableLoader(self.train_features, sampler, collate_fn=collate,
-                                   **self._loader_options(persistent=True))
+            return ResumableLoader(self.train_features, sampler, collate_fn=collate, loss_units=self.fmt.loss_units,
+                                   accumulate=self.accumulate, **self._loader_options(persistent=True))
         return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
                           collate_fn=collate, **self._loader_options(persistent=True))
+
+    def longest_batch(self, size: int) -> dict:
+        """A training batch of the `size` longest training features (the most memory a batch of that size takes)."""
+        lengths = feature_lengths(self.train_features, self.fmt.length_column)
+        longest = sorted(range(len(lengths)), key=lambda i: -lengths[i])[:size]
+        longest = (longest * size)[:size]  # fewer features than asked for: repeated
+        collate = self.fmt.collator(self.tokenizer, self.settings, training=True)
+        return collate([self.train_features[i] for i in longest])
 
     def _eval_loader(self, eval_set: EvalSet, persistent: bool = False):
         collate = self.fmt.collator(self.tokenizer, self.settings, training=False)

@@ -39,6 +39,16 @@ def exact(scores: dict[str, float]) -> dict[str, torch.Tensor]:
     return {key: torch.tensor(float(value), dtype=torch.float64) for key, value in scores.items()}
 
 
+def group_share(batch: dict, accumulate: int) -> float:
+    """The factor that makes a batch's mean loss its part of its accumulation group's mean over all the group's
+    units (tokens for tagging and masked LM, else examples), once Lightning has divided it by `accumulate`:
+    micro-batches of 4 accumulated 8 times then give the gradient of one batch of 32. 1 without accumulation, and
+    for batches that do not carry their units (a stream): there each batch's mean counts alike."""
+    if "group_units" not in batch or not batch["group_units"]:
+        return 1.0
+    return batch["units"] * accumulate / batch["group_units"]
+
+
 class TaskModule(L.LightningModule):
     def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int, optimizer=None,
                  on_predictions=None):
@@ -58,7 +68,7 @@ class TaskModule(L.LightningModule):
         # only on the steps the logger writes (every log_every_n_steps): self.log costs time on every call
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["input_ids"]))
-        return loss
+        return loss * group_share(batch, self.trainer.accumulate_grad_batches)
 
     def _collect(self, batch, dataloader_idx: int) -> None:
         self._outputs[dataloader_idx].append(self.fmt.step(self.encoder, self.head, batch, self.pad_id).outputs)

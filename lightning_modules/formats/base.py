@@ -96,6 +96,11 @@ class Format:
     def score(self, outputs: list[dict], eval_set: EvalSet, labels) -> dict[str, float]:
         return self.score_predictions(self.predict(outputs, eval_set, labels), eval_set.task, eval_set.lang)
 
+    def loss_units(self, batch: dict) -> int:
+        """What this format's loss is a mean over, counted in a (CPU) training batch: its examples; formats whose
+        loss is a mean over tokens count those (tagging: labelled sub-tokens, masked LM: masked ones)."""
+        return len(batch["input_ids"])
+
     def per_example(self) -> bool:
         """Whether `predict` gives one record per example (masked LM's are per batch: nothing to write)."""
         return True

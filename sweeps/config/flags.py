@@ -36,7 +36,7 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], title: st
         elif extra.get("append"):
             group.add_argument(option(name, field), action="append", metavar="FILE", **common)
         else:
-            group.add_argument(option(name, field), metavar=_metavar(field), **common)
+            group.add_argument(option(name, field), metavar=extra.get("metavar") or _metavar(field), **common)
 
 
 def _metavar(field) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,6 +91,11 @@ class TrainConfig(Settings):
     batch_size: int = Field(32, ge=1, le=65536, description="training micro-batch size")
     eval_batch_size: int = Field(64, ge=1, le=65536, description="evaluation batch size")
     accumulate: int = Field(1, ge=1, le=4096, description="gradient accumulation steps")
+    micro_batch: Annotated[int, Field(ge=1, le=65536)] | Literal["auto"] | None = Field(
+        None, description="examples per forward pass, keeping the effective batch (batch size x accumulate) "
+                                "and its loss, a mean over the whole effective batch; accumulation becomes "
+                                "effective / micro-batch. auto: the largest that fits on the GPU (on CPU: the batch "
+                                "size). Default: the batch size", json_schema_extra={"metavar": "N|auto"})
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warm-up")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
     adam_epsilon: float = Field(1e-8, gt=0, lt=1, description="AdamW epsilon")
@@ -113,6 +118,18 @@ class TrainConfig(Settings):
         if value == 0:
             raise ValueError("must be -1 (no limit) or at least 1")
         return value
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _micro_batch_divides(cls, value, info):
+        effective = info.data.get("batch_size", 1) * info.data.get("accumulate", 1)
+        if isinstance(value, int) and effective % value:
+            raise ValueError(f"does not divide the effective batch {effective} (batch size x accumulate)")
+        return value
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.accumulate
 
 
 class TrackingConfig(Settings):

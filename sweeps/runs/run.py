@@ -38,7 +38,7 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
         max_eval_examples=data.max_eval_examples, labels=labels,
         robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed,
-        group_eval_by_length=data.group_eval_by_length)
+        group_eval_by_length=data.group_eval_by_length, accumulate=config.train.accumulate)
 
 
 def _robustness(data: DataConfig, prepared: Prepared):
@@ -133,13 +133,16 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
                             on_predictions=prediction_sink(run, prepared.task))
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
+        training = _with_micro_batches(config, module, datamodule)
+        run.log_params({"train.micro_batch_used": training.train.batch_size,
+                        "train.accumulate_used": training.train.accumulate})
         run.log_params({"model.parameters": sum(p.numel() for p in module.parameters()),
                         "model.trainable_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
                         "model.adapter_parameters": adapter_parameters(encoder)})
         resume = Resume(run, config.params(), config.train.seed, config.checkpoint_dir,
                         config.checkpoint_every_steps, config.checkpoint_every_minutes)
         selection, best = _selection_callbacks(datamodule, resume.selection_folder(), config.train.patience)
-        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, *callbacks],
+        trainer = _trainer(training, run.lightning_logger(), [*selection, resume.callback, *callbacks],
                            datamodule.selection_set is not None)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
@@ -167,6 +170,22 @@ def fit(config: RunConfig, callbacks=()) -> RunResult:
             run.log_metrics({"selection/score": selection_score})
         resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
+
+
+def _with_micro_batches(config: RunConfig, module, datamodule) -> RunConfig:
+    """The run's settings with the micro-batch it trains on (TrainConfig.micro_batch) as its batch size and the
+    accumulation that keeps the effective batch; the datamodule set to match."""
+    train = config.train
+    micro = train.batch_size if train.micro_batch is None else train.micro_batch
+    if micro == "auto":
+        import torch
+
+        from lightning_modules.micro_batch import largest_micro_batch
+
+        micro = largest_micro_batch(module, datamodule.longest_batch, train.effective_batch, train.precision) \
+            if torch.cuda.is_available() else train.batch_size
+    datamodule.batch_size, datamodule.accumulate = micro, train.effective_batch // micro
+    return config.evolve(train=train.evolve(batch_size=micro, accumulate=train.effective_batch // micro))
 
 
 def _metadata_tags(task: TaskSpec) -> dict:
