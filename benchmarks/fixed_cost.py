@@ -3,7 +3,8 @@ the import floor of the libraries it needs (`import lightning.pytorch, mlflow, d
 processes, interleaved, medians of --repeats. The fit's remainder above the floor is split into its parts from one
 more fit in a child that times them: start (interpreter and imports, from `python -X importtime` by package), the
 preflight, the model, the data, training, the test, tracking and checkpoint (what is left of `fit()`), and the
-exit (from `fit()`'s return to the process' end, seen by the parent).
+exit (from `fit()`'s return to the process' end, seen by the parent; the command leaves without the interpreter's
+teardown: sweeps/cli.py, `leave`).
 
     python benchmarks/fixed_cost.py --repeats 7
 
@@ -79,7 +80,7 @@ def timed_parts(tracking_uri: str) -> None:
     import datamodules.datamodule as datamodule
     import lightning_modules.encoders as encoders
     import sweeps.runs.run as run
-    from sweeps.cli import main as cli
+    from sweeps.cli import leave, main
 
     spent: Counter = Counter()
 
@@ -101,14 +102,11 @@ def timed_parts(tracking_uri: str) -> None:
     clocked(L.Trainer, "test", "test")
     clocked(run, "fit", "fit")
     imported = time.time()
-    try:
-        cli([*FIT, "--tracking-uri", tracking_uri])
-    except SystemExit as stop:
-        if stop.code:
-            raise
+    status = main([*FIT, "--tracking-uri", tracking_uri])
     spent["tracking and checkpoint"] = spent.pop("fit") - sum(v for k, v in spent.items() if k != "fit")
     print(PARTS_PREFIX + json.dumps({"started_at": started_at, "imports": imported - started_at, **spent,
                                      "returned_at": time.time()}), flush=True)
+    leave(status)  # as the xstilts command leaves
 
 
 def main() -> None:

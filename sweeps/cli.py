@@ -402,11 +402,14 @@ def one_line(error: BaseException) -> str:
 
 
 def entry() -> None:
-    """The `xstilts` command: main(), then out of the process at once. When main() returns, every run has ended and
-    its tracking is written (a run's end drains MLflow's queue), child processes have stopped and temporary folders
-    are gone; the interpreter's own teardown (threads joined, modules collected) took 2-3 s after a fit and saved
-    nothing."""
-    status = main()
+    """The `xstilts` command: main(), then out of the process at once."""
+    leave(main())
+
+
+def leave(status) -> None:
+    """Exit with `status` without the interpreter's teardown. When main() returns, every run has ended and its
+    tracking is written (a run's end drains MLflow's queue), child processes have stopped and temporary folders are
+    gone; the teardown (threads joined, modules collected) took 2-3 s after a fit and saved nothing."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
