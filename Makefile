@@ -35,6 +35,7 @@ test-fast: setup
 # benchmarks/results/); not part of the tests
 bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/startup.py --repeats 10
+	$(OFFLINE) $(BIN)/python benchmarks/fixed_cost.py --repeats 5
 	$(OFFLINE) $(BIN)/python benchmarks/cache.py --task xnli --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 \
