@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast bench clean-models
+.PHONY: setup demo test test-fast bench bench-gpu clean-models
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,7 @@ test-fast: setup
 # benchmarks/results/); not part of the tests
 bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/startup.py --repeats 10
+	$(OFFLINE) $(BIN)/python benchmarks/fixed_cost.py --repeats 5
 	$(OFFLINE) $(BIN)/python benchmarks/cache.py --task xnli --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 \
@@ -44,6 +45,15 @@ bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model tiny-xlmr --task panx --repeat 25 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model multilingual-e5-small --task panx --repeat 2 --repeats 2
 	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 50000
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 20000 --against-faiss --repeats 5 --threads 1
+
+# the GPU recipe (benchmarks/gpu.py): XLM-R large in bf16, micro-batch 4 x 8 against the largest that fits, with
+# and without torch.compile; on a GPU machine
+bench-gpu: setup
+	$(OFFLINE) $(BIN)/python benchmarks/gpu.py
+	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --precision bf16-mixed \
+		--variants plain-fused,xstilts --repeats 3
 
 clean-models:
 	rm -rf "$${XSTILTS_CACHE:-$$HOME/.cache/xstilts}"

@@ -34,6 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--grouping", choices=("on", "off", "both"), default="both",
+                        help="evaluation batches grouped by length (data.group_eval_by_length); both: interleaved")
     _common.add_threads_option(parser)
     return parser.parse_args()
 
@@ -134,28 +136,39 @@ def main() -> None:
     counters = Counters()
     with tempfile.TemporaryDirectory(prefix="xstilts-bench-") as tmp:
         checkpoint = make_checkpoint(Path(tmp) / "checkpoint", args.model, args.task, args.max_length)
-        config = RunConfig(task=args.task, encoder=args.model, tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                           experiment="bench", data=DataConfig(data_dir=str(data_dir)),
-                           train=TrainConfig(eval_batch_size=args.eval_batch_size))
-        first = timed_evaluate(checkpoint, config, counters)
+        groupings = {"on": (True,), "off": (False,), "both": (False, True)}[args.grouping]
+        configs = {grouped: RunConfig(task=args.task, encoder=args.model, tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                                      experiment="bench", data=DataConfig(data_dir=str(data_dir),
+                                                                          group_eval_by_length=grouped),
+                                      train=TrainConfig(eval_batch_size=args.eval_batch_size))
+                   for grouped in groupings}
+        first = timed_evaluate(checkpoint, configs[groupings[0]], counters)
         print(f"  first run (tokenizes unless cached before): {first['wall_s']:.2f} s", flush=True)
-        runs = []
+        runs = {grouped: [] for grouped in groupings}
         for repeat in range(args.repeats):
-            runs.append(timed_evaluate(checkpoint, config, counters))
-            print(f"  repeat {repeat + 1}/{args.repeats}: {runs[-1]['wall_s']:.2f} s, "
-                  f"{runs[-1]['examples_per_s']:.0f} examples/s", flush=True)
+            for grouped, config in configs.items():
+                runs[grouped].append(timed_evaluate(checkpoint, config, counters))
+                print(f"  repeat {repeat + 1}/{args.repeats}, grouped {grouped}: {runs[grouped][-1]['wall_s']:.2f} s, "
+                      f"{runs[grouped][-1]['examples_per_s']:.0f} examples/s", flush=True)
     keys = ["wall_s", "test_loop_s", "examples_per_s", "loop_examples_per_s"]
-    summary = _common.summarize(runs, keys)
-    row = {"model": args.model, "task": args.task, "languages": runs[0]["languages"], "examples": runs[0]["examples"],
-           "model_loads": runs[0]["model_loads"], **{k: summary[k]["median"] for k in keys}}
-    print(f"\nevaluate(): every language of {args.task} with data ({runs[0]['languages']}), validation and test; "
+    summary = {grouped: _common.summarize(r, keys) for grouped, r in runs.items()}
+    rows = [{"model": args.model, "task": args.task, "grouped": grouped, "languages": r[0]["languages"],
+             "examples": r[0]["examples"], "model_loads": r[0]["model_loads"],
+             **{k: summary[grouped][k]["median"] for k in keys}} for grouped, r in runs.items()]
+    if len(groupings) == 2:  # the speed-up of grouping: the median of the interleaved pairs' ratios
+        rows[1]["speedup"] = _common.median([off["test_loop_s"] / on["test_loop_s"]
+                                             for off, on in zip(runs[False], runs[True])])
+    print(f"\nevaluate(): every language of {args.task} with data ({rows[0]['languages']}), validation and test; "
           f"medians of {args.repeats}, features cached")
-    _common.print_table([row], [("model", "model", ""), ("languages", "languages", ""), ("examples", "examples", ""),
-                                ("model_loads", "model loads", ""), ("wall_s", "evaluate() s", ".2f"),
-                                ("test_loop_s", "test loop s", ".2f"), ("examples_per_s", "examples/s", ".0f"),
-                                ("loop_examples_per_s", "loop examples/s", ".0f")])
+    _common.print_table(rows, [("model", "model", ""), ("grouped", "grouped by length", ""),
+                               ("languages", "languages", ""), ("examples", "examples", ""),
+                               ("model_loads", "model loads", ""), ("wall_s", "evaluate() s", ".2f"),
+                               ("test_loop_s", "test loop s", ".2f"), ("examples_per_s", "examples/s", ".0f"),
+                               ("loop_examples_per_s", "loop examples/s", ".0f"),
+                               ("speedup", "test loop x ungrouped", ".2f")])
     _common.write_results(f"evaluate-{args.model}-{args.task}", {
-        "settings": vars(args), "table": [row], "first_run": first, "summary": summary, "runs": runs})
+        "settings": vars(args), "table": rows, "first_run": first,
+        "summary": {str(k): v for k, v in summary.items()}, "runs": {str(k): v for k, v in runs.items()}})
 
 
 if __name__ == "__main__":

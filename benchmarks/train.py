@@ -2,15 +2,15 @@
 Trainer exactly as `sweeps/runs/run.py` builds it, logger off) against a plain PyTorch + transformers loop written
 below (same model folder, same data, same batch size, same truncation and dynamic padding, same AdamW groups,
 hyper-parameters and linear schedule, same number of steps), and against that plain loop padding every batch to
---max-length (the default of the Hugging Face example scripts).
+--max-length (`run_glue`'s default; Hugging Face's token-classification example pads per batch, as xstilts does).
 
     python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
     python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 --batch-size 16 --max-length 128 \
         --repeats 3
 
-The plain loop uses torch's default AdamW implementation (a per-tensor loop on CPU, foreach on CUDA), as a loop
-written from the documentation would; `plain-fused` is the same loop with the fused kernel xstilts uses, so the
-ratio to it is the framework's own cost. `xstilts-grouped` adds --group-by-length.
+`plain-fused`, the fair baseline, is the plain loop with the fused AdamW kernel xstilts uses (on CPU and CUDA): the
+ratio to it is the framework's own cost. `plain` uses torch's default AdamW implementation (a per-tensor loop on CPU,
+foreach on CUDA), as a loop written from the documentation would; it differs by that one argument. `xstilts-grouped` adds --group-by-length.
 
 Training data: the task's English training fixture repeated --repeat times (PAN-X.en: 400 rows; MNLI, XNLI's
 training task: 400 rows). Each run is a fresh child process (so peak memory is its own); the variants run

@@ -80,7 +80,8 @@ class TaskDataModule(L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int = 64, num_workers: int = 0, streaming: bool = False,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  cache_root: Path | None = None, labels: list[str] | None = None,
-                 robustness: Robustness = Robustness(), group_by_length: bool = False, seed: int | None = None):
+                 robustness: Robustness = Robustness(), group_by_length: bool = False, seed: int | None = None,
+                 group_eval_by_length: bool = True, accumulate: int = 1):
         super().__init__()
         # the training order's seed: each epoch's order from (seed, epoch), and the loader's position resumable;
         # None: shuffled from the global generator, not resumable mid-epoch
@@ -101,6 +102,8 @@ class TaskDataModule(L.LightningDataModule):
         self.max_train_examples, self.max_eval_examples = max_train_examples, max_eval_examples
         self.cache_root = cache_root
         self.group_by_length = group_by_length and not streaming  # a stream's lengths are not known in advance
+        self.group_eval_by_length = group_eval_by_length
+        self.accumulate = accumulate  # batches per optimizer step: the loss is a mean over all their units
         self.labels = labels or self._labels()
         self.cache_hits: dict[str, bool] = {}
         self.train_features = None
@@ -295,18 +298,44 @@ class TaskDataModule(L.LightningDataModule):
             sampler = LengthGroupedBatches(feature_lengths(self.train_features, self.fmt.length_column),
                                            self.batch_size, seed=self.seed)
             return ResumableLoader(self.train_features, sampler.shard(rank, world), collate_fn=collate,
+                                   loss_units=self.fmt.loss_units, accumulate=self.accumulate,
                                    **self._loader_options(persistent=True))
         if self.seed is not None and not self.streaming:  # a stream has no position to resume from
             sampler = ShuffledBatches(len(self.train_features), self.batch_size, self.seed)
             return ResumableLoader(self.train_features, sampler.shard(rank, world), collate_fn=collate,
+                                   loss_units=self.fmt.loss_units, accumulate=self.accumulate,
                                    **self._loader_options(persistent=True))
         return DataLoader(self.train_features, batch_size=self.batch_size, shuffle=not self.streaming,
                           collate_fn=collate, **self._loader_options(persistent=True))
 
+    def longest_batch(self, size: int) -> dict:
+        """A training batch of the `size` longest training features (the most memory a batch of that size takes)."""
+        lengths = feature_lengths(self.train_features, self.fmt.length_column)
+        longest = sorted(range(len(lengths)), key=lambda i: -lengths[i])[:size]
+        longest = (longest * size)[:size]  # fewer features than asked for: repeated
+        collate = self.fmt.collator(self.tokenizer, self.settings, training=True)
+        return collate([self.train_features[i] for i in longest])
+
     def _eval_loader(self, eval_set: EvalSet, persistent: bool = False):
-        return DataLoader(eval_set.features, batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self.fmt.collator(self.tokenizer, self.settings, training=False),
+        collate = self.fmt.collator(self.tokenizer, self.settings, training=False)
+        eval_set.order = self._eval_order(eval_set.features)
+        if eval_set.order is None:
+            return DataLoader(eval_set.features, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate,
+                              **self._loader_options(persistent))
+        size = self.eval_batch_size
+        batches = [eval_set.order[i: i + size] for i in range(0, len(eval_set.order), size)]
+        return DataLoader(eval_set.features, batch_sampler=batches, collate_fn=collate,
                           **self._loader_options(persistent))
+
+    def _eval_order(self, features) -> list[int] | None:
+        """Longest first, so that batches pad little (the module restores the features' order before scoring);
+        None: data order (grouping off, or a format whose outputs are per batch, such as masked LM's, whose
+        masks depend on the batch)."""
+        column = self.fmt.length_column
+        if not (self.group_eval_by_length and self.fmt.per_example() and column in features.column_names):
+            return None
+        lengths = feature_lengths(features, column)
+        return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
     def _loader_options(self, persistent: bool) -> dict:
         # workers of a loader used again (each epoch, each validation) stay alive; pinned batches copy to the GPU

@@ -57,18 +57,30 @@ class ShuffledBatches(EpochBatches):
 
 class ResumableLoader(DataLoader):
     """A DataLoader over an EpochBatches sampler (ShuffledBatches, LengthGroupedBatches) whose position — epoch and
-    batches handed out — is its state."""
+    batches handed out — is its state.
 
-    def __init__(self, dataset, batch_sampler, **options):
+    With `loss_units` (a function of a batch) and `accumulate`, each batch also carries `units`, its own count of
+    what the loss averages, and `group_units`, that count over its accumulation group (the `accumulate` batches of
+    one optimizer step, counted from the epoch's start as Lightning counts them), so that the group's loss can be
+    the mean over all its units (lightning_modules/task_module.py)."""
+
+    def __init__(self, dataset, batch_sampler, loss_units=None, accumulate: int = 1, **options):
         super().__init__(dataset, batch_sampler=batch_sampler, **options)
         self.position = {"epoch": 0, "batches": 0}
+        self.loss_units, self.accumulate = loss_units, accumulate
 
     def __iter__(self):
         sampler = self.batch_sampler
         self.position = {"epoch": sampler.epoch, "batches": sampler.skip}
-        for batch in super().__iter__():
-            self.position["batches"] += 1
-            yield batch
+        batches = super().__iter__()
+        if self.loss_units is None:
+            batches = ([batch] for batch in batches)
+        else:
+            batches = _groups(batches, self.loss_units, self.accumulate, sampler.skip)
+        for group in batches:
+            for batch in group:
+                self.position["batches"] += 1
+                yield batch
 
     def state_dict(self) -> dict:
         return dict(self.position)
@@ -78,3 +90,24 @@ class ResumableLoader(DataLoader):
         if batches >= len(self.batch_sampler):  # saved on the epoch's last batch: the next one starts afresh
             epoch, batches = epoch + 1, 0
         self.batch_sampler.epoch, self.batch_sampler.skip = epoch, batches
+
+
+def _groups(batches, loss_units, accumulate: int, start: int):
+    """The batches in accumulation groups (the first one shorter when the epoch resumes mid-group), each batch with
+    its `units` and its group's `group_units`."""
+    group, size = [], accumulate - start % accumulate
+    for batch in batches:
+        batch["units"] = loss_units(batch)
+        group.append(batch)
+        if len(group) == size:
+            yield _with_total(group)
+            group, size = [], accumulate
+    if group:
+        yield _with_total(group)
+
+
+def _with_total(group: list[dict]) -> list[dict]:
+    total = sum(batch["units"] for batch in group)
+    for batch in group:
+        batch["group_units"] = total
+    return group

@@ -39,6 +39,16 @@ def exact(scores: dict[str, float]) -> dict[str, torch.Tensor]:
     return {key: torch.tensor(float(value), dtype=torch.float64) for key, value in scores.items()}
 
 
+def group_share(batch: dict, accumulate: int) -> float:
+    """The factor that makes a batch's mean loss its part of its accumulation group's mean over all the group's
+    units (tokens for tagging and masked LM, else examples), once Lightning has divided it by `accumulate`:
+    micro-batches of 4 accumulated 8 times then give the gradient of one batch of 32. 1 without accumulation, and
+    for batches that do not carry their units (a stream): there each batch's mean counts alike."""
+    if "group_units" not in batch or not batch["group_units"]:
+        return 1.0
+    return batch["units"] * accumulate / batch["group_units"]
+
+
 class TaskModule(L.LightningModule):
     def __init__(self, encoder, head, fmt, labels: list[str] | None, pad_id: int, optimizer=None,
                  on_predictions=None):
@@ -78,7 +88,7 @@ class TaskModule(L.LightningModule):
         # only on the steps the logger writes (every log_every_n_steps): self.log costs time on every call
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=len(batch["input_ids"]))
-        return loss
+        return loss * group_share(batch, self.trainer.accumulate_grad_batches)
 
     def _collect(self, batch, dataloader_idx: int) -> None:
         self._outputs[dataloader_idx].append(self.fmt.step(self.encoder, self.head, batch, self.pad_id).outputs)
@@ -106,7 +116,10 @@ class TaskModule(L.LightningModule):
     def _score(self, eval_sets, final: bool = True) -> None:
         by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         for index, eval_set in enumerate(eval_sets):
-            records = self.fmt.predict(self._outputs.pop(index, []), eval_set, self.labels)
+            outputs = self._outputs.pop(index, [])
+            if eval_set.order is not None:  # batches grouped by length: back to the features' order
+                outputs = self.fmt.in_data_order(outputs, eval_set.order)
+            records = self.fmt.predict(outputs, eval_set, self.labels)
             if final and self.on_predictions is not None and self.fmt.per_example():
                 self.on_predictions(eval_set, records)
             by_split[eval_set.split][eval_set.lang] = self.fmt.score_predictions(records, eval_set.task, eval_set.lang)

@@ -1,6 +1,7 @@
 """Length-grouped training batches: every example once per epoch, far less padding, reproducible under a seed."""
 
 import lightning as L
+import pytest
 import torch
 from training import FIXTURES
 
@@ -54,3 +55,57 @@ def test_lengths_of_nested_sequences_are_the_longest_choice():
     assert feature_lengths(features, "input_ids") == [3, 1, 4]
     flat = datasets.Dataset.from_dict({"input_ids": [[1, 2], [1], [1, 2, 3]]})
     assert feature_lengths(flat.select([2, 0]), "input_ids") == [3, 2]
+
+
+def evaluated(registry, tiny_tokenizer, task_name: str, cache_root, grouped: bool):
+    """Scores and per-example predictions of the untrained tiny model (its head seeded) on `task_name`'s en and de
+    test sets, and the padded size of the evaluation batches."""
+    from lightning_modules.encoders import load_encoder
+    from lightning_modules.task_module import TaskModule
+
+    task = registry[task_name]
+    fmt = get_format(task.format)
+    L.seed_everything(0, verbose=False)
+    encoder, tokenizer = load_encoder("tiny-xlmr")
+    datamodule = TaskDataModule(task, fmt, tokenizer, data_dir=FIXTURES, eval_languages=["en", "de"],
+                                eval_splits=("test",), settings=FeatureSettings(max_length=128, doc_stride=64),
+                                eval_batch_size=8, cache_root=cache_root, group_eval_by_length=grouped)
+    datamodule.setup("test")
+    head = fmt.build_head(encoder, task, datamodule.labels)
+    for parameter in head.parameters():  # large random weights: predictions that differ from example to example
+        torch.nn.init.normal_(parameter.data)
+    records = {}
+    module = TaskModule(encoder, head, fmt, datamodule.labels, tokenizer.pad_token_id,
+                        on_predictions=lambda s, r: records.update({(s.split, s.lang): r}))
+    module.eval()
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    padded = sum(batch["input_ids"].numel() for loader in datamodule.test_dataloader() for batch in loader)
+    orders = [s.order for s in datamodule.eval_sets]
+    return module.scores, records, padded, orders
+
+
+@pytest.mark.parametrize("task_name", ["panx", "xnli", "xquad"])
+def test_evaluation_grouped_by_length_scores_and_predicts_as_in_data_order(registry, tiny, tmp_path, task_name):
+    scores, records, padded, orders = evaluated(registry, tiny[1], task_name, tmp_path, grouped=False)
+    g_scores, g_records, g_padded, g_orders = evaluated(registry, tiny[1], task_name, tmp_path, grouped=True)
+    assert orders == [None, None]
+    for order in g_orders:  # longest first: a permutation of the features, not their own order
+        assert sorted(order) == list(range(len(order))) and order != sorted(order)
+    assert g_padded < padded
+    # what comes from the outputs differs from example to example (classification's gold comes from them too)
+    assert len({str((r["gold"], r["prediction"])) for r in next(iter(records.values()))}) > 1
+    assert g_records == records
+    assert g_scores == scores
+
+
+def test_outputs_come_back_in_the_features_order():
+    from lightning_modules.formats.base import Format
+
+    order = [2, 0, 3, 1]  # batches of two: features 2, 0 then 3, 1
+    outputs = [{"predicted": torch.tensor([20, 0]), "rows": [[2], [0]]},
+               {"predicted": torch.tensor([30, 10]), "rows": [[3], [1]]}]
+    restored = Format().in_data_order(outputs, order)
+    assert restored[0]["predicted"].tolist() == [0, 10, 20, 30]
+    assert restored[0]["rows"] == [[0], [1], [2], [3]]

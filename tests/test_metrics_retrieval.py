@@ -151,3 +151,32 @@ def test_tied_keys_rank_by_lower_index(key_batch_size, device):
     assert backward[1].tolist() == [1, 3]  # queries 1 and 3 tie at cosine 1
     assert backward[0].tolist() == [0, 2]  # key 0 = [0, 3]: queries 0 and 2 tie
     assert forward[0].tolist() == [0, 3]   # query [0, 1]: keys 0 and 3 tie at 1
+
+
+def _stable_reference(queries, keys, k):
+    """Brute force with the documented tie rule: by score, best first, then by index (a stable sort)."""
+    similarities = (queries / queries.norm(dim=1, keepdim=True)) @ (keys / keys.norm(dim=1, keepdim=True)).T
+    scores, indices = torch.sort(similarities, dim=1, descending=True, stable=True)
+    return scores[:, :k], indices[:, :k]
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+@pytest.mark.parametrize("batch_size, key_batch_size", [(256, 256), (64, 320), (100, 96)])
+def test_knn_in_chunks_equals_brute_force_with_many_ties(k, batch_size, key_batch_size):
+    """Blocks whose widths are multiples of the chunk size take the chunked search; integer embeddings on few
+    directions make ties common, across chunks and blocks and at the k-th place."""
+    generator = torch.Generator().manual_seed(1)
+    queries = torch.randint(-2, 3, (300, 3), generator=generator).float()
+    keys = torch.randint(-2, 3, (640, 3), generator=generator).float()
+    queries[queries.norm(dim=1) == 0] = 1.0
+    keys[keys.norm(dim=1) == 0] = 1.0
+    (forward_scores, forward), (backward_scores, backward) = mutual_knn(
+        queries, keys, k, batch_size=batch_size, key_batch_size=key_batch_size)
+    expected_scores, expected = _stable_reference(queries, keys, k)
+    assert torch.equal(forward, expected)
+    assert torch.allclose(forward_scores, expected_scores, atol=1e-6)
+    assert torch.equal(backward, _stable_reference(keys, queries, k)[1])
+    # and on continuous data, where no tie settles a row
+    queries, keys = torch.randn(256, 16, generator=generator), torch.randn(512, 16, generator=generator)
+    _, indices = knn(queries, keys, k, batch_size=batch_size, key_batch_size=key_batch_size)
+    assert torch.equal(indices, _stable_reference(queries, keys, k)[1])

@@ -1,7 +1,7 @@
 """A sweep killed mid-trial (SIGKILL of its process group, no clean-up of any kind) and started again: the study
-completes, the killed trial is FAIL in Optuna and retried, its MLflow runs say FAILED (not RUNNING), and no phase
-configuration is trained to completion twice. The restarted worker waits for the storage heartbeat's grace period
-(sweeps/engine/sweep.py GRACE_SECONDS) before the killed trial counts as failed."""
+completes, the killed trial is FAIL in Optuna and its slot retried with the same parameters, its MLflow runs say FAILED
+(not RUNNING), and no phase configuration is trained to completion twice. The restarted worker waits for the killed
+worker's heartbeat to go stale (sweeps/engine/sweep.py GRACE_SECONDS) before it takes the slot over."""
 
 import os
 import signal
@@ -99,8 +99,7 @@ def test_sweep_killed_mid_trial_resumes_and_retries_the_trial(tmp_path, tiny):
     for name, number in killed:
         (dead,) = [t for t in trials[name] if t.number == number]
         assert dead.state == optuna.trial.TrialState.FAIL
-        (retry,) = [t for t in trials[name]
-                    if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number]
+        (retry,) = [t for t in trials[name] if number in t.user_attrs.get("retry_of", [])]
         assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == dead.params
 
     for run_id in left_running:  # the killed trial's trial run and phase run

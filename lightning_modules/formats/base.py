@@ -34,6 +34,8 @@ class EvalSet:
     examples: object  # datasets.Dataset of canonical rows
     features: object  # datasets.Dataset of features
     key: dict | None = None  # what identifies the rows' content (it keys the feature cache)
+    # the feature indices in the order the evaluation loader yields them (grouped by length); None: data order
+    order: list[int] | None = None
 
 
 @dataclass
@@ -98,9 +100,29 @@ class Format:
         """Scores made from the per-set scores of `eval_sets` (a mixture's mean over its tasks); none by default."""
         return {}
 
+    def loss_units(self, batch: dict) -> int:
+        """What this format's loss is a mean over, counted in a (CPU) training batch: its examples; formats whose
+        loss is a mean over tokens count those (tagging: labelled sub-tokens, masked LM: masked ones)."""
+        return len(batch["input_ids"])
+
     def per_example(self) -> bool:
         """Whether `predict` gives one record per example (masked LM's are per batch: nothing to write)."""
         return True
+
+    def in_data_order(self, outputs: list[dict], order: list[int]) -> list[dict]:
+        """Outputs of batches that came in `order` (feature indices), as one batch in the features' own order.
+        Every value of a per-example output holds one entry per row of its batch (a tensor or a list)."""
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        restored = {}
+        for key in outputs[0] if outputs else ():
+            values = [o[key] for o in outputs]
+            if isinstance(values[0], torch.Tensor):
+                restored[key] = torch.cat(values)[inverse]
+            else:
+                flat = [row for value in values for row in value]
+                restored[key] = [flat[i] for i in inverse.tolist()]
+        return [restored]
 
 
 class LinearHead(nn.Module):

@@ -42,6 +42,9 @@ class MaskedLM(Format):
             return masker(padded)
         return collate
 
+    def loss_units(self, batch):
+        return int((batch["labels"] != -100).sum())
+
     def build_head(self, encoder, task, labels):
         from transformers import AutoModelForMaskedLM
 

@@ -52,6 +52,9 @@ class Tagging(Format):
         return {"input_ids": pad([r["input_ids"] for r in rows], pad_id),
                 "labels": pad([r["labels"] for r in rows], IGNORE)}
 
+    def loss_units(self, batch):
+        return int((batch["labels"] != IGNORE).sum())
+
     def build_head(self, encoder, task, labels):
         return LinearHead(hidden_size(encoder), len(labels), pooler=False)
 

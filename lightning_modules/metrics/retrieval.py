@@ -42,17 +42,38 @@ def _unit_rows(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
     return F.normalize(rows.to(device=device, dtype=torch.float32), dim=1)
 
 
-def _block_topk(similarities: torch.Tensor, k: int):
-    """Row-wise top-k of one block, best first, exactly tied scores in index order: the lowest indices are kept
-    when a tie straddles the k-th place (topk alone leaves both unspecified)."""
+CHUNK = 32  # a block's rows are searched in CHUNK groups of scores (see _block_topk)
+
+
+def _block_topk(similarities: torch.Tensor, k: int, columns: bool = False):
+    """Top-k of each row of one block (of each column with `columns`), best first, exactly tied scores in index
+    order: the lowest indices are kept when a tie straddles the k-th place (topk alone leaves both unspecified).
+
+    A row's k best lie in the k groups (every (n / CHUNK)-th score: one pass of maxima, in memory order) with the
+    highest maxima, so a top-k of those groups' scores replaces a top-k of the whole row. A row is settled by a
+    stable sort of all of it when a score outside those groups, or a (k + 1)-th candidate, ties the k-th best."""
+    lines = similarities.T if columns else similarities
     if k == 1:  # max() returns the first of tied maxima, so the lowest index wins, as with faiss
-        return similarities.max(dim=1, keepdim=True)
-    scores, indices = similarities.topk(k, dim=1)
-    kth = scores[:, -1:]
-    straddling = ((similarities == kth).sum(dim=1) > (scores == kth).sum(dim=1)).nonzero()[:, 0]
-    if len(straddling):  # rare outside constructed data: a stable sort of just these rows
-        ordered, order = torch.sort(similarities[straddling], dim=1, descending=True, stable=True)
-        scores[straddling], indices[straddling] = ordered[:, :k], order[:, :k]
+        return lines.max(dim=1, keepdim=True)
+    rows, width = lines.shape
+    if width % CHUNK or width // CHUNK <= k:
+        scores, indices = lines.topk(min(k + 1, width), dim=1)
+        straddling = scores[:, k] == scores[:, k - 1] if width > k else torch.zeros(rows, dtype=torch.bool, device=lines.device)
+    else:
+        groups = width // CHUNK  # score j is in group j % groups
+        maxima = (similarities.view(CHUNK, groups, rows).amax(dim=0).T if columns
+                  else similarities.view(rows, CHUNK, groups).amax(dim=1))
+        group_max, best_groups = maxima.contiguous().topk(k + 1, dim=1)
+        members = groups * torch.arange(CHUNK, device=lines.device)
+        candidates = (best_groups[:, :k, None] + members).flatten(1)
+        scores, position = lines.gather(1, candidates).topk(k + 1, dim=1)
+        indices = candidates.gather(1, position)
+        straddling = (scores[:, k] == scores[:, k - 1]) | (group_max[:, k] == scores[:, k - 1])
+    scores, indices = scores[:, :k], indices[:, :k]
+    settle = straddling.nonzero()[:, 0]
+    if len(settle):  # rare outside constructed data: a stable sort of just these rows
+        ordered, order = torch.sort(lines[settle], dim=1, descending=True, stable=True)
+        scores[settle], indices[settle] = ordered[:, :k], order[:, :k]
     indices, by_index = indices.sort(dim=1)
     scores, by_score = scores.gather(1, by_index).sort(dim=1, descending=True, stable=True)
     return scores, indices.gather(1, by_score)
@@ -86,8 +107,8 @@ def _scan(queries, keys, k: int, batch_size: int, key_batch_size: int | None, de
             similarities = block @ _unit_rows(keys[k_start:k_start + key_batch_size], device).T
             scores, indices = _block_topk(similarities, min(k_keys, similarities.shape[1]))
             best = _merge(best, (scores, indices + k_start), k_keys)
-            if both:  # top-k down the columns; a contiguous transpose makes it about twice as fast on CPU
-                scores, indices = _block_topk(similarities.T.contiguous(), min(k_queries, len(block)))
+            if both:  # top-k down the columns
+                scores, indices = _block_topk(similarities, min(k_queries, len(block)), columns=True)
                 key_best[slot] = _merge(key_best[slot], (scores, indices + q_start), k_queries)
         query_best.append(best)
     return _concat(query_best), _concat(key_best) if both else None

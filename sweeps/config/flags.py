@@ -32,11 +32,13 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], title: st
         bounds = f"; valid: {valid_range(field)}" if field.metadata else ""
         common = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or "") + bounds + default}
         if field.annotation is bool:
-            group.add_argument(option(name, field), action="store_true", **common)
+            # a setting that is on by default is turned off with --no-<flag>
+            action = argparse.BooleanOptionalAction if field.default is True else "store_true"
+            group.add_argument(option(name, field), action=action, **common)
         elif extra.get("append"):
             group.add_argument(option(name, field), action="append", metavar="FILE", **common)
         else:
-            group.add_argument(option(name, field), metavar=_metavar(field), **common)
+            group.add_argument(option(name, field), metavar=extra.get("metavar") or _metavar(field), **common)
 
 
 def _metavar(field) -> str:

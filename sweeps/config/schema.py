@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -87,6 +87,8 @@ class DataConfig(Settings):
     num_workers: int = Field(0, ge=0, le=256, description="DataLoader worker processes")
     group_by_length: bool = Field(False, description="training batches of examples of similar lengths (less "
                                                      "padding, faster)")
+    group_eval_by_length: bool = Field(True, description="evaluation batches of examples of similar lengths (the "
+                                                         "same scores and predictions, faster)")
     seqeval: Literal["0.0", "1.x"] | None = Field(
         None, description="tagging chunk F1 as seqeval 0.0.x computes it (XTREME's published numbers; the default) "
                           "or as seqeval 1.x")
@@ -117,6 +119,11 @@ class TrainConfig(Settings):
     batch_size: int = Field(32, ge=1, le=65536, description="training micro-batch size")
     eval_batch_size: int = Field(64, ge=1, le=65536, description="evaluation batch size")
     accumulate: int = Field(1, ge=1, le=4096, description="gradient accumulation steps")
+    micro_batch: Annotated[int, Field(ge=1, le=65536)] | Literal["auto"] | None = Field(
+        None, description="examples per forward pass, keeping the effective batch (batch size x accumulate) "
+                                "and its loss, a mean over the whole effective batch; accumulation becomes "
+                                "effective / micro-batch. auto: the largest that fits on the GPU (on CPU: the batch "
+                                "size). Default: the batch size", json_schema_extra={"metavar": "N|auto"})
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warm-up")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay")
     adam_epsilon: float = Field(1e-8, gt=0, lt=1, description="AdamW epsilon")
@@ -162,6 +169,18 @@ class TrainConfig(Settings):
         if value == 0:
             raise ValueError("must be -1 (no limit) or at least 1")
         return value
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _micro_batch_divides(cls, value, info):
+        effective = info.data.get("batch_size", 1) * info.data.get("accumulate", 1)
+        if isinstance(value, int) and effective % value:
+            raise ValueError(f"does not divide the effective batch {effective} (batch size x accumulate)")
+        return value
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.accumulate
 
 
 class TrackingConfig(Settings):

@@ -41,7 +41,8 @@ def _datamodule(config: RunConfig, prepared: Prepared, fmt, tokenizer, labels=No
         batch_size=config.train.batch_size, eval_batch_size=config.train.eval_batch_size,
         num_workers=data.num_workers, streaming=data.streaming, max_train_examples=data.max_train_examples,
         max_eval_examples=data.max_eval_examples, labels=labels,
-        robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed)
+        robustness=_robustness(data, prepared), group_by_length=data.group_by_length, seed=config.train.seed,
+        group_eval_by_length=data.group_eval_by_length, accumulate=config.train.accumulate)
 
 
 def _robustness(data: DataConfig, prepared: Prepared):
@@ -167,6 +168,9 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
         module = _module(config, prepared, fmt, encoder, tokenizer, datamodule.labels, sink)
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
+        training = _with_micro_batches(config, module, datamodule)
+        run.log_params({"train.micro_batch_used": training.train.batch_size,
+                        "train.accumulate_used": training.train.accumulate})
         total = sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
         run.log_params({"model.parameters": total, "model.trainable_parameters": trainable,
@@ -180,7 +184,7 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
         selection, best = _selection_callbacks(datamodule, prepared.train_task, resume.selection_folder(),
                                                config.train.patience)
         progress = ProgressLine(_progress_label(config, prepared), best.monitor if best else None)
-        trainer = _trainer(config, run.lightning_logger(), [*selection, resume.callback, progress, *callbacks],
+        trainer = _trainer(training, run.lightning_logger(), [*selection, resume.callback, progress, *callbacks],
                            bool(datamodule.selection_sets))
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
@@ -236,6 +240,22 @@ def saved_dtype(train):
         name = "bfloat16" if train.precision.startswith("bf16") else \
             "float16" if train.precision.startswith("16") else "float32"
     return getattr(torch, name)
+
+
+def _with_micro_batches(config: RunConfig, module, datamodule) -> RunConfig:
+    """The run's settings with the micro-batch it trains on (TrainConfig.micro_batch) as its batch size and the
+    accumulation that keeps the effective batch; the datamodule set to match."""
+    train = config.train
+    micro = train.batch_size if train.micro_batch is None else train.micro_batch
+    if micro == "auto":
+        import torch
+
+        from lightning_modules.micro_batch import largest_micro_batch
+
+        micro = largest_micro_batch(module, datamodule.longest_batch, train.effective_batch, train.precision) \
+            if torch.cuda.is_available() else train.batch_size
+    datamodule.batch_size, datamodule.accumulate = micro, train.effective_batch // micro
+    return config.evolve(train=train.evolve(batch_size=micro, accumulate=train.effective_batch // micro))
 
 
 def _metadata_tags(task: TaskSpec) -> dict:
