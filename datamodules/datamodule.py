@@ -363,7 +363,8 @@ class TaskDataModule(L.LightningDataModule):
                                  if not self.streaming else None))
         sizes = self.sizes()
         for eval_set in ([self.selection_set] if self.selection_set else []) + self.eval_sets:
-            split = "validation" if eval_set.split == SELECTION_SPLIT else eval_set.split
+            selection = eval_set.split.split(".", 1)[0] == SELECTION_SPLIT  # a mixture's: val.<task>
+            split = "validation" if selection else eval_set.split
             found.append(ReadSet(eval_set.task, split, eval_set.lang, eval_set.key,
                                  sizes[f"{eval_set.split}/{eval_set.lang}"]))
         return found

@@ -43,3 +43,36 @@ def test_changed_settings_tokenize_again(registry, tiny, tmp_path):
     setup(registry, tiny[1], CountingFormat(), tmp_path)
     changed = setup(registry, tiny[1], CountingFormat(), tmp_path, max_length=32)
     assert not changed.cache_hits["train/en"] and not changed.cache_hits["test/de"]
+
+
+def _build(cache_root: str, start: float, results) -> None:
+    import hashlib
+    import time
+
+    from datamodules.tasks import load_registry
+    from lightning_modules.encoders import load_encoder
+
+    tokenizer = load_encoder("tiny-xlmr")[1]
+    time.sleep(max(0.0, start - time.time()))
+    datamodule = setup(load_registry(), tokenizer, get_format("classification"), cache_root)
+    rows = [str(datamodule.train_features[i]) for i in range(len(datamodule.train_features))]
+    results.put(hashlib.sha256("\n".join(rows).encode()).hexdigest())
+
+
+def test_processes_building_the_same_cache_at_once_all_succeed_alike(tiny, tmp_path):
+    """Four processes set up the same data on one empty feature cache at the same moment (as sweep workers on a
+    shared cache do): every one succeeds with the same features, and no partial folder is left."""
+    import multiprocessing
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start = time.time() + 15  # every process has imported and loaded its tokenizer by then
+    workers = [context.Process(target=_build, args=(str(tmp_path), start, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert len({results.get(timeout=5) for _ in workers}) == 1
+    assert not [p for p in tmp_path.rglob("*") if ".partial-" in p.name]

@@ -1,7 +1,7 @@
 """Retention: a real small sweep that keeps every checkpoint, then `xstilts gc --keep best` removes exactly those no
 later phase starts from and no study ranks best (the set worked out here from the sweep's structure and Optuna's
 storage); later phases still start from the kept one, and a checkpoint a later phase needs but that was deleted is
-trained again. `xstilts du` adds up what is on disk."""
+trained again when a new study starts from it. `xstilts du` adds up what is on disk."""
 
 import os
 import re
@@ -104,13 +104,16 @@ def test_a_deleted_checkpoint_a_later_phase_needs_is_trained_again(store):
     # deleted anyway (a store cleaned by hand, or a tie Optuna broke the other way in another study)
     delete(client, store["uri"], [Doomed(best_mnli, "keeping", "intermediate mnli", 1, 0, "test")])
     before = phases(store)
-    store["sweep"](["pawsx", "panx"])
+    store["sweep"](["pawsx", "panx", "xnli"])  # a new target study needs it: it is trained again, once
     new = {k: v for k, v in phases(store).items() if k not in before}
-    (retrained,) = new.values()  # the targets were reused for their scores: only the intermediate trains again
+    (retrained,) = [r for r in new.values() if r.data.tags["xstilts.phase"] == "intermediate"]
     assert retrained.data.tags["xstilts.retrained_for_checkpoint"] == best_mnli
     assert retrained.data.tags["xstilts.phase_key"] == before[best_mnli].data.tags["xstilts.phase_key"]
     assert (on_disk(retrained) / "checkpoint").is_dir()
     assert retrained.data.tags["xstilts.checkpoint"] == "best"
+    xnli = [r for r in new.values() if r.data.tags["xstilts.task"] == "xnli"]
+    assert len(xnli) == 2 and len(new) == 3  # pawsx and panx were reused: nothing else trained
+    assert {r.data.tags["xstilts.started_from_run_id"] for r in xnli} == {retrained.info.run_id}
 
 
 def test_du_adds_up_the_bytes_on_disk(store):

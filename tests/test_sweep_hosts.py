@@ -3,7 +3,8 @@
 backend behind a real `mlflow server` with proxied artifacts). Grid: 2 intermediate tasks x 2 targets + the baseline.
 Every study ends with exactly its budget of finished trials, one per slot; every phase configuration and every
 training is FINISHED exactly once in MLflow; both hosts did work, at the same time; every checkpoint is downloadable
-through the server (the other host's way to it), none written to a host's local folder."""
+through the server (the other host's way to it) unless retention deleted it, none written to a host's local
+folder."""
 
 import itertools
 import os
@@ -91,7 +92,10 @@ def check_runs(client, download) -> None:
     assert set(Counter(r.data.tags["xstilts.phase_key"] for r in phases).values()) == {1}
     trained = [r for r in phases if not r.data.tags.get("xstilts.trained_in")]
     assert set(Counter(r.data.tags["xstilts.train_key"] for r in trained).values()) == {1}
+    kept = [r for r in trained if r.data.tags.get("xstilts.checkpoint") != "deleted"]  # retention: train.keep best
+    assert len(kept) >= len(STUDIES)  # each study's best at least
     for run in trained:
         assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # through the server
+    for run in kept:
         folder = client.download_artifacts(run.info.run_id, "checkpoint", str(download / run.info.run_id))
         assert (download / run.info.run_id / "checkpoint" / "xstilts.json").exists(), folder

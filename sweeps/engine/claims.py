@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -31,6 +32,18 @@ CLAIMS = sa.Table(
 )
 
 
+def created_once(create, attempts: int = 5):
+    """`create()` (tables made on first use) where workers on several hosts may start at the same moment: the one that
+    loses the race to create a table gets a database error, and finds the table there when it tries again."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except sa.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -39,7 +52,7 @@ class Claims:
     def __init__(self, url: str, grace_seconds: float, heartbeat_seconds: float, owner: str | None = None):
         connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-        METADATA.create_all(self.engine, checkfirst=True)
+        created_once(lambda: METADATA.create_all(self.engine, checkfirst=True))
         self.grace = timedelta(seconds=grace_seconds)
         self.interval = heartbeat_seconds
         self.owner = owner or worker_name()

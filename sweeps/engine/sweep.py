@@ -35,7 +35,7 @@ from datamodules.tasks import load_registry
 from lightning_modules.formats import get_spec
 from sweeps.config import DataConfig, SweepConfig, TrainConfig
 from sweeps.config.secrets import STORAGE_ENV, TRACKING_ENV
-from sweeps.engine.claims import DONE, FREE, Claims
+from sweeps.engine.claims import DONE, FREE, Claims, created_once
 from sweeps.engine.devices import worker_environments
 from sweeps.engine.experiment import Experiment, load_experiment
 from sweeps.engine.pipeline import Start, evaluate_phase, run_phase, start_after
@@ -54,9 +54,9 @@ FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRU
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(
+    return created_once(lambda: optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
 
 
 def suggest(trial: optuna.Trial, space: dict, base: TrainConfig) -> TrainConfig:
@@ -352,6 +352,7 @@ def best_start(sweep: Sweep, study: Study) -> Start | None:
         tags = {**study_tags(sweep, study, start), "xstilts.retrained_for_checkpoint": result.run_id}
         result, _ = run_phase(study.kind, study.task, start, train, study.data, sweep.uri, sweep.experiment.name,
                               sweep.parent_run_id, tags, claims=sweep.claims, with_checkpoint=True)
+        study_ended(sweep.uri, sweep.experiment.name, study.name, result.run_id)  # the new run is the kept best
     return start_after(result, study.kind, study.task, start, train, study.data, sweep.uri)
 
 

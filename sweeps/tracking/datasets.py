@@ -37,7 +37,7 @@ def dataset_inputs(read_sets, data_dir) -> list[dict]:
             dataset["profile"] = json.dumps({"num_rows": read.rows})
         tags = {"mlflow.data.context": CONTEXTS[read.base_split]}
         if len(pieces) > 1:
-            tags["xstilts.pieces"] = json.dumps([p.describe() for p in pieces])[:5000]
+            tags["xstilts.pieces"] = json.dumps([p.describe() for p in pieces])[:500]  # MLflow: input tags hold 500
         found.setdefault((dataset["name"], dataset["digest"], tags["mlflow.data.context"]),
                          {"dataset": dataset, "tags": tags})
     return list(found.values())
