@@ -1,5 +1,7 @@
 """Tokenized features are cached: a second identical setup loads them from disk and tokenizes nothing."""
 
+from pathlib import Path
+
 from training import FIXTURES
 
 from datamodules.datamodule import TaskDataModule
@@ -54,7 +56,7 @@ def _build(cache_root: str, start: float, results) -> None:
 
     tokenizer = load_encoder("tiny-xlmr")[1]
     time.sleep(max(0.0, start - time.time()))
-    datamodule = setup(load_registry(), tokenizer, get_format("classification"), cache_root)
+    datamodule = setup(load_registry(), tokenizer, get_format("classification"), Path(cache_root))
     rows = [str(datamodule.train_features[i]) for i in range(len(datamodule.train_features))]
     results.put(hashlib.sha256("\n".join(rows).encode()).hexdigest())
 

@@ -20,12 +20,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 EXPERIMENT = """\
 name: kills
 encoder: tiny-xlmr
-data: {data_dir: fixtures, max_length: 32, max_train_examples: 64, max_eval_examples: 16, eval_splits: [test]}
+data: {data_dir: fixtures, max_length: 32, max_train_examples: 256, max_eval_examples: 16, eval_splits: [test]}
 budget: {trials: 3}
 phases: {intermediate: [mnli], baseline: false, targets: [pawsx]}
 train:
-  intermediate: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}, epochs: 1, batch_size: 16}
-  target: {lr: [1.0e-3, 5.0e-4, 2.0e-4], epochs: 1, batch_size: 16}
+  intermediate: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}, epochs: 2, batch_size: 8}
+  target: {lr: [1.0e-3, 5.0e-4, 2.0e-4], epochs: 1, batch_size: 8}
 """
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -56,12 +56,21 @@ def training(folder: Path) -> bool:
     return any(client.get_metric_history(r.info.run_id, "train/loss") for r in phase_runs(folder, "RUNNING"))
 
 
+def checkpoints(folder: Path) -> set[Path]:
+    return set(folder.glob("artifacts/*/*/artifacts/checkpoint"))
+
+
 def writing_checkpoint(folder: Path) -> bool:
-    return any((Path(r.info.artifact_uri.removeprefix("file://")) / "checkpoint").exists()
-               for r in phase_runs(folder, "RUNNING"))
+    """A phase's checkpoint folder has just appeared (its fit writes it last, before the run ends FINISHED)."""
+    return bool(checkpoints(folder) - SEEN)
+
+
+SEEN: set[Path] = set()
 
 
 def kill_when(moment, folder: Path, timeout: float = 900) -> None:
+    SEEN.clear()
+    SEEN.update(checkpoints(folder))
     command, environment = sweep_command(folder)
     with (folder / "killed.log").open("a") as log:
         sweep = subprocess.Popen(command, cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT,
@@ -71,9 +80,10 @@ def kill_when(moment, folder: Path, timeout: float = 900) -> None:
         while not moment(folder):
             assert sweep.poll() is None, (folder / "killed.log").read_text()[-4000:]
             assert time.time() < deadline, f"{moment.__name__} never happened"
-            time.sleep(0.1)
+            time.sleep(0.01 if moment is writing_checkpoint else 0.1)
     finally:
-        os.killpg(sweep.pid, signal.SIGKILL)
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
         sweep.wait()
 
 
