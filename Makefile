@@ -45,6 +45,7 @@ bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model tiny-xlmr --task panx --repeat 25 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model multilingual-e5-small --task panx --repeat 2 --repeats 2
 	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 50000
+	$(OFFLINE) $(BIN)/python benchmarks/sweep_workers.py --repeats 2
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 20000 --against-faiss --repeats 5 --threads 1
 

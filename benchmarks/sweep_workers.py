@@ -22,12 +22,12 @@ from _common import ROOT, machine, median, print_table, write_results
 EXPERIMENT = """\
 name: grid
 encoder: tiny-xlmr
-data: {data_dir: fixtures, max_length: 32, max_train_examples: 48, max_eval_examples: 16, eval_splits: [test]}
+data: {data_dir: fixtures, max_length: 128, max_train_examples: 400, max_eval_examples: 40, eval_splits: [test]}
 budget: {trials: 2}
 phases: {intermediate: [mnli, qqp], baseline: true, targets: [pawsx, xnli]}
 train:
-  intermediate: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}, epochs: 1, batch_size: 16}
-  target: {lr: [1.0e-3, 3.0e-4], epochs: 1, batch_size: 16}
+  intermediate: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}, epochs: 3, batch_size: 16}
+  target: {lr: [1.0e-3, 3.0e-4], epochs: 3, batch_size: 16}
 """
 
 

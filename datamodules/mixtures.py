@@ -51,7 +51,8 @@ class Mixture(BaseModel):
 
     @model_validator(mode="after")
     def _temperature_with_its_rule(self):
-        if "temperature" in self.model_fields_set and self.sampling != "temperature":
+        given = "temperature" in self.model_fields_set and self.temperature != 1.0  # a round trip carries 1.0
+        if given and self.sampling != "temperature":
             raise ValueError(f"temperature is for sampling: temperature (sampling is {self.sampling})")
         return self
 

@@ -208,14 +208,21 @@ def cmd_sweep(args) -> None:
     from sweeps.config.flags import from_flags
     from sweeps.config.schema import SweepConfig, gpu_ids
     from sweeps.engine.devices import worker_devices
-    from sweeps.engine.sweep import checked_sizes, launch_workers, run_sweep
+    from pathlib import Path
+
+    from sweeps.engine.sweep import PREFLIGHTED_ENV, checked_sizes, launch_workers, run_sweep
 
     settings = from_flags(args, SweepConfig, {"storage": getattr(args, "storage", None) or
                                               os.environ.get(STORAGE_ENV)})
     if settings.gpus and not hasattr(args, "workers"):  # one worker per GPU
         settings = settings.evolve(workers=len(gpu_ids(settings.gpus)))
     shares = worker_devices(settings.gpus, settings.workers) if settings.gpus else None
-    checked, sizes = checked_sizes(args.experiment_file, settings)
+    if os.environ.get(PREFLIGHTED_ENV) == str(Path(args.experiment_file)):  # a worker its launcher checked for
+        from sweeps.engine.experiment import load_experiment
+
+        checked, sizes = load_experiment(args.experiment_file), {}
+    else:
+        checked, sizes = checked_sizes(args.experiment_file, settings)
     if settings.plan:
         from sweeps.engine.plan import plan
 

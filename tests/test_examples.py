@@ -25,21 +25,24 @@ def sweep(name, store):
 
 
 def report(name, factor, store):
-    """The report command as README gives it; (markdown, {target: {group: (mean, std, seeds)}}, comparisons)."""
+    """The report command as README gives it (of one experiment, or a list side by side); (markdown, {target: {group:
+    (mean, std, seeds)}}, comparisons)."""
     uri, _, folder = store
-    out = folder / f"{name}-by-{factor}"
-    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "report", name, "--by", factor, "--out", str(out),
+    names = name if isinstance(name, list) else [name]
+    out = folder / f"{'+'.join(names)}-by-{factor}"
+    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "report", *names, "--by", factor, "--out", str(out),
                            "--tracking-uri", uri], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = list(csv.reader((out / f"by_{factor}.csv").open()))
+    stem = f"by_{factor.replace(',', '_')}"
+    rows = list(csv.reader((out / f"{stem}.csv").open()))
     groups, comparisons = defaultdict(dict), []
     for row in rows[1:]:
         if len(row) == 6 and row[2] == "zero_shot":
             groups[row[0]][row[1]] = (float(row[3]), float(row[4]), int(row[5]))
         elif len(row) == 8 and row[0] != "target":
             comparisons.append((row[0], row[1], row[2], float(row[7])))
-    assert (out / f"by_{factor}.png").stat().st_size > 1000
-    return (out / f"by_{factor}.md").read_text(), groups, comparisons
+    assert (out / f"{stem}.png").stat().st_size > 1000
+    return (out / f"{stem}.md").read_text(), groups, comparisons
 
 
 def with_seed_spread(groups: dict) -> None:
@@ -99,3 +102,24 @@ def test_source_language_for_a_finnish_target(store):
     assert set(groups["tydiqa"]) == {"en", "de", "fi"}
     with_seed_spread(groups["tydiqa"])
     assert "| train_language | fi | id | ru |" in markdown
+
+
+def test_adapters_vs_full_by_complexity(store):
+    full, adapter = sweep("complexity_full", store), sweep("complexity_adapter", store)
+    for run in phase(adapter, "intermediate", "mnli") + phase(adapter, "target", "pawsx"):
+        assert run.data.params["train.tuning"] == "adapter" and float(run.data.params["model.trainable_fraction"]) < 0.1
+    assert all(float(r.data.params["model.trainable_fraction"]) > 0.9 for r in phase(full, "intermediate", "mnli"))
+    _, groups, _ = report(["complexity_full", "complexity_adapter"], "tuning,complexity", store)
+    assert set(groups["pawsx"]) == {"full · medium", "full · low", "adapter · medium", "adapter · low"}
+    with_seed_spread(groups["pawsx"])
+
+
+def test_mixture_vs_single_tasks(store):
+    runs = sweep("mixture", store)
+    (mixture, _) = phase(runs, "intermediate", "nli_copa")
+    assert mixture.data.tags["xstilts.mixture.tasks"] and "val.copa/en/accuracy" in mixture.data.metrics
+    _, groups, comparisons = report("mixture", "intermediate", store)
+    assert set(groups["pawsx"]) == {"nli_copa", "mnli", "copa"}
+    with_seed_spread(groups["pawsx"])
+    assert ("pawsx", "copa", "nli_copa") in {c[:3] for c in comparisons} or \
+        ("pawsx", "nli_copa", "copa") in {c[:3] for c in comparisons}

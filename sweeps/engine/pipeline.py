@@ -35,7 +35,7 @@ class Start:
     label: str = "none"  # the phases behind it, e.g. "squad_v1>mnli"; "none" for the bare encoder
 
 
-WAIT_SECONDS = 5  # how often a worker waiting for another's phase looks again
+WAIT_SECONDS = 1  # how often a worker waiting for another's phase looks again
 EVALUATION_ONLY = ("languages", "eval_splits", "perturbations", "perturb_seed", "perturb_dictionary", "adversarial")
 SELECTION = "selection/score"
 

@@ -46,6 +46,8 @@ from sweeps.tracking.store import git_commit, storage_url, tracked_run, tracking
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
+POLL_SECONDS = 1  # how often a worker with nothing to take looks again
+PREFLIGHTED_ENV = "XSTILTS_PREFLIGHTED"  # the experiment file a launcher checked for its workers
 WORKER_GRACE_SECONDS = 120  # a SIGTERMed worker's time to save its checkpoint and end its runs
 GRACE_SECONDS = 15
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -386,7 +388,7 @@ def work(sweep: Sweep, studies: list[Study]) -> None:
                       if states.get(study.slot(index), FREE) == FREE and sweep.claims.take(study.slot(index))),
                      None)
         if taken is None:  # every open slot is another worker's, or waits for a study still running
-            time.sleep(HEARTBEAT_SECONDS)
+            time.sleep(POLL_SECONDS)
             continue
         study, index = taken
         try:
@@ -531,13 +533,13 @@ def launch_workers(experiment: Experiment, settings: SweepConfig) -> int:
     from sweeps.children import start_group, stop_group
 
     command = [sys.executable, "-m", "sweeps.cli", "sweep", str(Path(experiment.path)), "--workers", "1"]
-    environments = worker_environments({**os.environ, STORAGE_ENV: storage, TRACKING_ENV: uri}, settings.gpus,
+    environments = worker_environments({**os.environ, STORAGE_ENV: storage, TRACKING_ENV: uri,
+                                        PREFLIGHTED_ENV: str(Path(experiment.path))}, settings.gpus,
                                        settings.workers)
     processes = []
     try:
         for index in range(settings.workers):
             processes.append(start_group(command + ["--worker-index", str(index)], env=environments[index]))
-            time.sleep(3 if index == 0 else 0)  # let the first worker create the parent run
         return max(p.wait() for p in processes)
     finally:  # stopped (Ctrl-C, SIGTERM) or done: each worker saves its checkpoint and ends, its children with it
         for process in processes:
