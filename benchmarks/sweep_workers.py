@@ -3,7 +3,7 @@ wall-clock speed-up, and the share of the time each worker sat idle (the sweep's
 runs in MLflow). Grid: 2 intermediate tasks x 2 targets + the baseline on the tiny model and the fixtures, 2 trials
 per study (16 trials). The runs alternate 1, 2, 1, 2 ... in fresh stores on a warm cache; medians are reported.
 
-    python benchmarks/sweep_workers.py --repeats 3
+    python benchmarks/sweep_workers.py --repeats 3 [--epochs 3]
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ data: {data_dir: fixtures, max_length: 128, max_train_examples: 400, max_eval_ex
 budget: {trials: 2}
 phases: {intermediate: [mnli, qqp], baseline: true, targets: [pawsx, xnli]}
 train:
-  intermediate: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}, epochs: 3, batch_size: 16}
-  target: {lr: [1.0e-3, 3.0e-4], epochs: 3, batch_size: 16}
+  intermediate: {lr: {low: 1.0e-4, high: 1.0e-3, log: true}, epochs: EPOCHS, batch_size: 16}
+  target: {lr: [1.0e-3, 3.0e-4], epochs: EPOCHS, batch_size: 16}
 """
 
 
-def sweep(workers: int, folder: Path) -> dict:
+def sweep(workers: int, folder: Path, epochs: int) -> dict:
     """One sweep in fresh stores under `folder`; its wall time and each worker's idle share."""
     import mlflow
 
     folder.mkdir(parents=True)
-    (folder / "grid.yaml").write_text(EXPERIMENT)
+    (folder / "grid.yaml").write_text(EXPERIMENT.replace("EPOCHS", str(epochs)))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     command = [sys.executable, "-m", "sweeps.cli", "sweep", "grid.yaml", "--workers", str(workers),
                "--storage", f"sqlite:///{folder / 'optuna.db'}", "--tracking-uri", uri]
@@ -59,13 +59,15 @@ def sweep(workers: int, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial: the work per trial, against the "
+                                                              "sweep's fixed cost (process start, preflight)")
     args = parser.parse_args()
     os.chdir(ROOT)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="xstilts-bench-") as tmp:
         os.environ["XSTILTS_CACHE"] = os.environ.get("XSTILTS_CACHE", str(Path(tmp) / "cache"))
-        sweep(1, Path(tmp) / "warm-up")  # the tiny model and the feature cache built once, for every run alike
-        runs = [sweep(workers, Path(tmp) / f"{workers}-{repeat}")
+        sweep(1, Path(tmp) / "warm-up", 1)  # the tiny model and the feature cache built once, for every run alike
+        runs = [sweep(workers, Path(tmp) / f"{workers}-{repeat}", args.epochs)
                 for repeat in range(args.repeats) for workers in (1, 2)]
     rows = []
     for workers in (1, 2):
