@@ -111,13 +111,16 @@ def experiment_id(client, uri: str, name: str, description: str | None = None) -
             if client.get_experiment_by_name(name) is None:
                 raise
         existing = client.get_experiment_by_name(name)
-    if description is not None and existing.tags.get(NOTE) != description:
-        client.set_experiment_tag(existing.experiment_id, NOTE, description)
-    elif description is None and NOTE not in existing.tags:
-        client.set_experiment_tag(existing.experiment_id, NOTE, f"xstilts runs of experiment `{name}` (fit, "
-                                  f"evaluate, compare): each run's tags name its command (`xstilts.command`) and task "
-                                  f"(`xstilts.task`); `xstilts promote TASK --experiment {name}` registers a task's "
-                                  f"best fit run.")
+    note = description if description is not None else None if NOTE in existing.tags else (
+        f"xstilts runs of experiment `{name}` (fit, evaluate, compare): each run's tags name its command "
+        f"(`xstilts.command`) and task (`xstilts.task`); `xstilts promote TASK --experiment {name}` registers a "
+        f"task's best fit run.")
+    if note is not None and existing.tags.get(NOTE) != note:
+        try:
+            client.set_experiment_tag(existing.experiment_id, NOTE, note)
+        except Exception:  # another worker (host) set it at the same moment: a server's database refuses the second
+            if client.get_experiment(existing.experiment_id).tags.get(NOTE) is None:
+                raise
     return existing.experiment_id
 
 
