@@ -5,11 +5,13 @@ in the same order."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch.utils.data import DataLoader
 
 
-class EpochBatches:
+class EpochBatches(ABC):
     """A batch sampler whose batches are a function of the epoch (`epoch_batches`), resumable from (epoch, skip).
 
     In a distributed fit each rank takes every `world`-th batch of the epoch, starting at its `rank`; the epoch's
@@ -26,8 +28,9 @@ class EpochBatches:
         self.rank, self.world = rank, world
         return self
 
+    @abstractmethod
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        raise NotImplementedError
+        """The batches (lists of example indices) of `epoch`, in order."""
 
     def __len__(self) -> int:
         return -(-self.batches_per_epoch // self.world)

@@ -113,8 +113,9 @@ def registered_model(client, name: str, task: str, experiments: list[str]) -> No
         client.create_registered_model(name, tags={TASK_TAG: task, EXPERIMENTS_TAG: "+".join(experiments)},
                                        description=f"xstilts champions of {task} in {', '.join(experiments)}, "
                                                    f"best by {SCORE} (English validation)")
-    except MlflowException:
-        pass  # it exists
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":  # another promotion (or host) registered it first
+            raise
 
 
 def champion_model(client, run, name: str):
