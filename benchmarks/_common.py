@@ -59,6 +59,31 @@ def repeated_fixtures(repeat: int, train_repeat: int | None = None, only: tuple[
     return folder
 
 
+def fill_languages(data_dir: Path, task_name: str, splits=("validation", "test")) -> list[str]:
+    """Give each language of the task with no files a copy of a fixture language's folder (round robin), where each
+    language has a folder of its own; returns the languages that then have data."""
+    from datamodules.slices import MissingData, fill, slices
+    from datamodules.tasks import get_task, load_registry
+
+    task = get_task(task_name, load_registry())
+
+    def has_data(lang: str) -> bool:
+        try:
+            return all(slices(task, split, lang, data_dir) for split in splits if task.has_split(split))
+        except MissingData:
+            return False
+
+    present = [lang for lang in task.languages if has_data(lang)]
+    for index, lang in enumerate(lang for lang in task.languages if lang not in present):
+        donor = present[index % len(present)]
+        for source in task.sources:
+            donor_config, config = fill(source.config, task, donor), fill(source.config, task, lang)
+            donor_folder = data_dir / source.dataset / str(donor_config)
+            if isinstance(config, str) and config != donor_config and donor_folder.is_dir():
+                shutil.copytree(donor_folder, data_dir / source.dataset / config, dirs_exist_ok=True)
+    return [lang for lang in task.languages if has_data(lang)]
+
+
 def limit_threads(threads: int) -> None:
     """Use `threads` CPU threads in this process and its children (0: torch's default, one per core).
 

@@ -16,7 +16,6 @@ Writes benchmarks/results/evaluate-<model>-<task>.json.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -38,31 +37,6 @@ def parse_args() -> argparse.Namespace:
                         help="evaluation batches grouped by length (data.group_eval_by_length); both: interleaved")
     _common.add_threads_option(parser)
     return parser.parse_args()
-
-
-def fill_languages(data_dir: Path, task_name: str, splits=("validation", "test")) -> list[str]:
-    """Give each language of the task with no files a copy of a fixture language's folder (round robin), where each
-    language has a folder of its own; returns the languages that then have data."""
-    from datamodules.slices import MissingData, fill, slices
-    from datamodules.tasks import get_task, load_registry
-
-    task = get_task(task_name, load_registry())
-
-    def has_data(lang: str) -> bool:
-        try:
-            return all(slices(task, split, lang, data_dir) for split in splits if task.has_split(split))
-        except MissingData:
-            return False
-
-    present = [lang for lang in task.languages if has_data(lang)]
-    for index, lang in enumerate(lang for lang in task.languages if lang not in present):
-        donor = present[index % len(present)]
-        for source in task.sources:
-            donor_config, config = fill(source.config, task, donor), fill(source.config, task, lang)
-            donor_folder = data_dir / source.dataset / str(donor_config)
-            if isinstance(config, str) and config != donor_config and donor_folder.is_dir():
-                shutil.copytree(donor_folder, data_dir / source.dataset / config, dirs_exist_ok=True)
-    return [lang for lang in task.languages if has_data(lang)]
 
 
 def make_checkpoint(folder: Path, model: str, task_name: str, max_length: int) -> Path:
@@ -131,7 +105,7 @@ def main() -> None:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     data_dir = _common.repeated_fixtures(args.repeat)
-    languages = fill_languages(data_dir, args.task)
+    languages = _common.fill_languages(data_dir, args.task)
     print(f"  {args.task}: data in {len(languages)} languages", flush=True)
     counters = Counters()
     with tempfile.TemporaryDirectory(prefix="xstilts-bench-") as tmp:

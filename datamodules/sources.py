@@ -72,6 +72,12 @@ class _Canonicalizer:
         return out
 
 
+# load_split's datasets in this process, by what decides their rows (split_key: the files' size and modification time
+# included): a run's preflight, its setup and a sweep worker's later trials read a split once (the rows stay on disk)
+_LOADED: dict[str, object] = {}
+MAX_LOADED = 1024
+
+
 def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = None,
                label_names: list[str] | None = None, streaming: bool = False):
     """Canonical rows of `split` of `task` in `lang` as one `datasets` Dataset (IterableDataset if streaming).
@@ -82,6 +88,10 @@ def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = No
 
     if is_pool(task):  # retrieval over a pool of queries and candidates
         return load_pool(task, split, lang, data_dir)
+    key = None if streaming else json.dumps(split_key(task, split, lang, data_dir, label_names), sort_keys=True,
+                                            default=str)
+    if key in _LOADED:
+        return _LOADED[key]
     names = label_names if label_names is not None else task.labels
     label_ids = {name: i for i, name in enumerate(names)} if isinstance(names, list) else None
     parts = []
@@ -98,7 +108,12 @@ def load_split(task: TaskSpec, split: str, lang: str, data_dir: Path | None = No
             error = MissingData if piece.source.filter else TaskError  # a language absent from a mixed config
             raise error(f"{piece.describe()}: no rows for task {task.name!r} language {lang!r}")
         parts.append(canonical)
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    rows = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    if key is not None:
+        if len(_LOADED) >= MAX_LOADED:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = rows
+    return rows
 
 
 def split_key(task: TaskSpec, split: str, lang: str, data_dir: Path | None, label_names=None) -> dict:

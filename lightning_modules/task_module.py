@@ -1,9 +1,11 @@
 """The Lightning module: an encoder, a head, and the format that joins them; AdamW with linear warm-up/decay.
 
-Every evaluation set (one per language and split, from the datamodule) is scored by its format and logged as
+Every evaluation set (one per language and split, from the datamodule) is scored by its format as
 `<split>/<lang>/<metric>`, with `<split>/mean/<metric>` over all its languages and `<split>/zero_shot_mean/<metric>`
 over all but the training language. Perturbed copies and adversarial sets (`test.typos`, `test.anli_plus`) are
-scored the same way, and their drop from the clean score is logged as `robustness/<variant>/<lang>/<metric>_drop`.
+scored the same way, and their drop from the clean score is `robustness/<variant>/<lang>/<metric>_drop`. Validation
+scores go to Lightning's logger (the checkpoint callback selects on them); the test's are left in `final_scores`
+for the caller to record in one call (through Lightning, hundreds of values cost a second).
 Scores come from the format's per-example predictions; after the final evaluation (test), `on_predictions`, when
 given, receives each set's predictions (lightning_modules/predictions.py writes them).
 """
@@ -61,6 +63,7 @@ class TaskModule(L.LightningModule):
         self.fmt, self.labels, self.pad_id, self.optimizer_settings = fmt, labels, pad_id, optimizer
         self._outputs: dict[int, list] = defaultdict(list)
         self.scores: dict[str, float] = {}
+        self.final_scores: dict[str, float] = {}  # the test's, for the caller to record (hundreds of values: one call)
         self.train()  # from_pretrained returns modules in eval mode, and Lightning keeps the mode it finds
 
     def on_save_checkpoint(self, checkpoint):
@@ -107,13 +110,12 @@ class TaskModule(L.LightningModule):
 
     def on_test_epoch_end(self):
         datamodule = self.trainer.datamodule
-        self._score(datamodule.eval_sets)
-        drops = robustness_drops(self.scores, synthetic=datamodule.robustness.perturbations)
-        if drops:
-            self.scores.update(drops)
-            self.log_dict(exact(drops))
+        final = self._score(datamodule.eval_sets)
+        final.update(robustness_drops(self.scores, synthetic=datamodule.robustness.perturbations))
+        self.scores.update(final)
+        self.final_scores = final
 
-    def _score(self, eval_sets, final: bool = True) -> None:
+    def _score(self, eval_sets, final: bool = True) -> dict[str, float]:
         by_split: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
         for index, eval_set in enumerate(eval_sets):
             outputs = self._outputs.pop(index, [])
@@ -132,7 +134,9 @@ class TaskModule(L.LightningModule):
         scores.update(self.fmt.summary(scores, eval_sets))
         self._outputs.clear()
         self.scores.update(scores)
-        self.log_dict(exact(scores))
+        if not final:  # the selection score, for the checkpoint callback and the logger
+            self.log_dict(exact(scores))
+        return scores
 
     def configure_optimizers(self):
         settings = self.optimizer_settings

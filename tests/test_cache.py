@@ -78,3 +78,19 @@ def test_processes_building_the_same_cache_at_once_all_succeed_alike(tiny, tmp_p
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     assert len({results.get(timeout=5) for _ in workers}) == 1
     assert not [p for p in tmp_path.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_split_read_again_in_the_same_process_is_read_once_until_its_file_changes(registry, tmp_path):
+    import shutil
+
+    from datamodules.sources import load_split
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "google" / "xtreme" / "PAWS-X.de", data / "google" / "xtreme" / "PAWS-X.de")
+    first = load_split(registry["pawsx"], "test", "de", data)
+    assert load_split(registry["pawsx"], "test", "de", data) is first
+    test_file = data / "google" / "xtreme" / "PAWS-X.de" / "test.jsonl"
+    lines = test_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    test_file.write_text("".join(lines[:3]), encoding="utf-8")
+    changed = load_split(registry["pawsx"], "test", "de", data)
+    assert len(changed) == 3 and len(first) == len(lines)

@@ -99,9 +99,9 @@ def test_tables_past_mlflows_tag_limit_are_still_logged(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     records = [{"index": 0, "input": "x", "gold": ["B-PER"], "prediction": ["O"], "correct": False}]
-    with tracked_run(uri, "tables", "many") as run:
+    with tracked_run(uri, "tables", "many") as run, run.tables() as tables:
         for i in range(110):
-            run.log_table(to_frame(records), table_path("panx", "test.code_switch", f"l{i:03d}"))
+            tables.add(to_frame(records), table_path("panx", "test.code_switch", f"l{i:03d}"))
     client = mlflow.MlflowClient(uri)
     logged = client.get_run(run.run_id).data.tags["mlflow.loggedArtifacts"]
     assert 7000 < len(logged) <= 8000

@@ -70,11 +70,15 @@ class Tagging(Format):
     def predict(self, outputs, eval_set, labels):
         predicted = [row for o in outputs for row in o["predicted"]]
         fallback = labels.index("O") if "O" in labels else 0
+        # whole columns at once: a datasets.Dataset read row by row costs ~10 us a row
+        examples = eval_set.examples.select_columns(["tokens", "tags"]).to_dict()
+        word_indices = eval_set.features.select_columns(["word_index"]).to_dict()["word_index"]
         records = []
-        for index, (row, feature, example) in enumerate(zip(predicted, eval_set.features, eval_set.examples)):
-            words = words_from_subtokens(row, feature["word_index"], len(example["tags"]), fallback)
-            gold, prediction = [labels[t] for t in example["tags"]], [labels[t] for t in words]
-            records.append({"index": index, "input": list(example["tokens"]), "gold": gold, "prediction": prediction,
+        for index, (row, word_index, tokens, tags) in enumerate(zip(predicted, word_indices, examples["tokens"],
+                                                                    examples["tags"])):
+            words = words_from_subtokens(row, word_index, len(tags), fallback)
+            gold, prediction = [labels[t] for t in tags], [labels[t] for t in words]
+            records.append({"index": index, "input": tokens, "gold": gold, "prediction": prediction,
                             "correct": gold == prediction})
         return records
 

@@ -142,9 +142,10 @@ def log(results: list[Comparison], run_a: str, run_b: str, uri: str, experiment:
 
     tags = {"xstilts.command": "compare", "xstilts.compare.a": run_a, "xstilts.compare.b": run_b}
     with tracked_run(uri, experiment, f"compare-{run_a[:8]}-{run_b[:8]}", tags) as run:
-        for c in results:
-            if c.disagreements:
-                run.log_table(to_frame(c.disagreements), f"compare/{c.key}.parquet")
+        with run.tables() as tables:
+            for c in results:
+                if c.disagreements:
+                    tables.add(to_frame(c.disagreements), f"compare/{c.key}.parquet")
         run.log_metrics({f"{c.key}/difference/{m}": v for c in results for m, v in c.difference().items()})
         run.log_dict({"a": run_a, "b": run_b, "languages": summary(results)}, "compare/summary.json")
         return run.run_id

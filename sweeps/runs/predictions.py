@@ -7,15 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def prediction_sink(run, task, submission_dir: str | Path | None = None):
-    """The TaskModule's `on_predictions` for a run of `task`."""
+def prediction_sink(tables, task, submission_dir: str | Path | None = None):
+    """The TaskModule's `on_predictions` for a run of `task`; `tables`: the run's `Run.tables()` block."""
     from lightning_modules.predictions import table_path, to_frame
     from sweeps.reporting import submission
 
     split = submission.submission_split(task)
 
     def sink(eval_set, records: list[dict]) -> None:
-        run.log_table(to_frame(records), table_path(task.name, eval_set.split, eval_set.lang))
+        tables.add(to_frame(records), table_path(task.name, eval_set.split, eval_set.lang))
         if submission_dir is not None and eval_set.task.name == task.name and eval_set.split == split:
             submission.write(submission_dir, task, eval_set.lang, records)
     return sink

@@ -158,13 +158,14 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
     track = tracked_run if rank == 0 else untracked_run  # one run, tracked by rank 0
     with track(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                config.parent_run_id, config.spool_dir) as run, \
-            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp, system_metrics(run, config.system_metrics_interval):
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp, system_metrics(run, config.system_metrics_interval), \
+            run.tables() as tables:
         run.log_params(config.params())
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
         datamodule.setup("test")
         _log_data(run, prepared, datamodule)
-        sink = prediction_sink(run, prepared.task)
+        sink = prediction_sink(tables, prepared.task)
         module = _module(config, prepared, fmt, encoder, tokenizer, datamodule.labels, sink)
         if config.train.compile:
             module.encoder.compile(dynamic=True)  # in place: the state dict keeps its keys
@@ -209,6 +210,7 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
         if weights is not None:
             module.load_selected(torch.load(weights, weights_only=True))
         trainer.test(module, datamodule=datamodule, verbose=False)
+        run.log_metrics(module.final_scores, step=trainer.global_step)
         in_place = run.artifact_folder("checkpoint")
         checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", module.encoder, tokenizer, module.head,
                                      _checkpoint_meta(config, prepared, datamodule.labels, run.run_id),
@@ -364,16 +366,17 @@ def evaluate(checkpoint: str, config: RunConfig, predictions_dir: str | None = N
     if with_head:
         load_head(folder, head)
     with tracked_run(uri, config.experiment, config.run_name or f"evaluate-{prepared.task.name}", tags,
-                     config.parent_run_id, config.spool_dir) as run:
+                     config.parent_run_id, config.spool_dir) as run, run.tables() as tables:
         run.log_params({**config.params(), "checkpoint": checkpoint})
         datamodule = _datamodule(config, prepared, fmt, tokenizer, labels=labels)
         datamodule.setup("test")
         run.log_params({f"data.size.{name}": n for name, n in datamodule.sizes().items()})
         _log_read_data(run, datamodule, [prepared.task])
         module = TaskModule(encoder, head, fmt, labels, tokenizer.pad_token_id,
-                            on_predictions=prediction_sink(run, prepared.task, predictions_dir))
+                            on_predictions=prediction_sink(tables, prepared.task, predictions_dir))
         trainer = _trainer(config, run.lightning_logger(), [], has_validation=False)
         trainer.test(module, datamodule=datamodule, verbose=False)
+        run.log_metrics(module.final_scores)
         run.log_dict(module.scores, "scores.json")
         return RunResult(run.run_id, dict(module.scores))
 

@@ -262,30 +262,34 @@ class Run:
         self._send({"op": "dict", "data": data, "file": file_name},
                    lambda: self.client.log_dict(self.run_id, data, file_name))
 
-    def log_table(self, frame, file_name: str) -> None:
-        """A table the MLflow UI shows (`.parquet`: compressed). MLflow lists a run's tables in one tag, whose value
-        is limited (8000 characters): past that, or with the store out of reach (then it is spooled), a table is
-        logged as a plain Parquet artifact at the same path."""
-        import json
+    @contextmanager
+    def tables(self):
+        """Tables the MLflow UI shows: `tables.add(frame, "dir/name.parquet")` writes each one as it comes; when the
+        block ends they go to the store in one upload (one call for a whole evaluation's predictions, not one per
+        language), listed in the tag by which MLflow shows a run's tables. That tag is limited (8000 characters):
+        tables past it, or sent while the store is out of reach (then spooled), are plain Parquet artifacts at the
+        same paths. A block left by an exception sends nothing."""
         import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="xstilts-tables-") as tmp:
+            tables = Tables(Path(tmp))
+            yield tables
+            if tables.paths:
+                self.log_artifacts(Path(tmp))
+                self._online(lambda: self._list_tables(tables.paths))
+
+    def _list_tables(self, paths: list[str]) -> None:
+        import json
 
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
         from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-        logged = []
-
-        def as_table():
-            listed = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
-            if len(json.dumps([*listed, {"path": file_name, "type": "table"}])) <= MAX_TAG_VAL_LENGTH:
-                self.client.log_table(self.run_id, frame, file_name)
-                logged.append(file_name)
-
-        if self._online(as_table) and logged:
-            return
-        with tempfile.TemporaryDirectory(prefix="xstilts-table-") as tmp:
-            frame.to_parquet(Path(tmp) / Path(file_name).name, index=False)
-            parent = str(Path(file_name).parent)
-            self.log_artifacts(Path(tmp), None if parent == "." else parent)
+        listed = json.loads(self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        for path in paths:
+            entry = {"path": path, "type": "table"}
+            if entry not in listed and len(json.dumps([*listed, entry])) <= MAX_TAG_VAL_LENGTH:
+                listed.append(entry)
+        self.client.set_tag(self.run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(listed))
 
     def lightning_logger(self):
         """A Lightning logger writing into this run in the background, leaving the run's end to `tracked_run`."""
@@ -321,6 +325,21 @@ class Run:
                 f"`xstilts sync` sends it once the store answers")
 
 
+class Tables:
+    """The tables of a `Run.tables()` block, written as Parquet files under `folder` at their artifact paths."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.paths = folder, []
+
+    def add(self, frame, path: str) -> None:
+        if not path.endswith(".parquet"):
+            raise ValueError(f"a table's path must end in .parquet: {path}")
+        target = self.folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(target, index=False)
+        self.paths.append(path)
+
+
 class UntrackedRun:
     """A run that records nothing: what a distributed fit's ranks other than 0 write to (rank 0 alone tracks the
     run, sweeps/runs/distributed.py), and a benchmark's `fit` with tracking off."""
@@ -339,6 +358,13 @@ class UntrackedRun:
 
     def artifact_folder(self, artifact_path):
         return None
+
+    @contextmanager
+    def tables(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="xstilts-tables-") as tmp:
+            yield Tables(Path(tmp))
 
 
 @contextmanager
