@@ -14,9 +14,10 @@ against a plain PyTorch + transformers + MLflow script written below that does t
 
     python benchmarks/whole_run.py --repeats 5 --threads 1
 
-Each run is a fresh child process; the variants run interleaved. Two times are reported per run: the process as a
-whole (start to exit, what a user waits for) and the run itself (after the imports: what `fit()` or the script's
-body takes). xstilts reads the tokenized data from its feature cache (warm after the untimed first run, as in any
+xstilts runs as the `xstilts fit` command (`sweeps.cli.main`, then its exit without the interpreter's teardown); the
+plain script as a script. Each run is a fresh child process; the variants run interleaved. Two times are reported per
+run: the process as a whole (start to exit, what a user waits for) and the run itself (after the imports of the
+libraries: what the command's or the script's body takes). xstilts reads the tokenized data from its feature cache (warm after the untimed first run, as in any
 phase after a sweep's first); the plain script tokenizes in every run, so its tokenizing time is measured apart and
 the ratio is also given against the plain run without it (`plain, data ready`: the fairest baseline).
 Writes benchmarks/results/whole_run-<model>-<task>.json.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import sys
 import tempfile
@@ -65,29 +65,28 @@ def cpu_seconds() -> float:
 
 
 def run_xstilts(p: dict) -> dict:
-    import logging
-
+    """`xstilts fit` as the command runs it (sweeps.cli.main), its run timed after the libraries it imports."""
     import datasets  # noqa: F401  (the libraries fit() imports when it runs: their import is the process' start)
     import lightning.pytorch  # noqa: F401
-    import mlflow  # noqa: F401
+    import mlflow
     import transformers  # noqa: F401
 
-    from sweeps.config import DataConfig, RunConfig, TrainConfig
-    from sweeps.runs.run import fit
+    from sweeps.cli import main
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    argv = ["fit", "panx", "--encoder", p["model"], "--data-dir", p["data_dir"], "--max-length", str(p["max_length"]),
+            "--eval-splits", ",".join(SPLITS), "--batch-size", str(p["batch_size"]), "--max-steps", str(p["steps"]),
+            "--epochs", str(p["epochs"]), "--seed", str(p["seed"]), "--eval-every", str(p["eval_every"]),
+            "--tracking-uri", p["tracking_uri"], "--experiment", "whole-run"]
     start, cpu = time.perf_counter(), cpu_seconds()
-    config = RunConfig(
-        task="panx", encoder=p["model"], tracking_uri=p["tracking_uri"], experiment="whole-run",
-        data=DataConfig(data_dir=p["data_dir"], max_length=p["max_length"], eval_splits=SPLITS),
-        train=TrainConfig(batch_size=p["batch_size"], max_steps=p["steps"], epochs=p["epochs"], seed=p["seed"],
-                          eval_every=p["eval_every"]))
-    result = fit(config)
-    scores = {k: v for k, v in result.scores.items()
-              if k.count("/") == 2 and k.endswith("/f1") and k.split("/")[0] in SPLITS
-              and k.split("/")[1] in p["languages"]}
-    return {"run_s": time.perf_counter() - start, "run_cpu_s": cpu_seconds() - cpu, "tokenize_s": 0.0,
-            "evaluated_sets": len(scores), "best_validation": result.selection_score}
+    if main(argv) != 0:
+        raise SystemExit(f"xstilts {' '.join(argv)} failed")
+    run_s, run_cpu_s = time.perf_counter() - start, cpu_seconds() - cpu
+    client = mlflow.MlflowClient(p["tracking_uri"])
+    run = client.search_runs([client.get_experiment_by_name("whole-run").experiment_id], max_results=1)[0]
+    scores = [k for k in run.data.metrics if k.count("/") == 2 and k.endswith("/f1") and k.split("/")[0] in SPLITS
+              and k.split("/")[1] in p["languages"]]
+    return {"run_s": run_s, "run_cpu_s": run_cpu_s, "tokenize_s": 0.0, "evaluated_sets": len(scores),
+            "best_validation": run.data.metrics["selection/score"]}
 
 
 def read_rows(data_dir: str, lang: str, split: str) -> list[dict]:
@@ -212,11 +211,13 @@ def run_plain(p: dict) -> dict:
 
 
 def child(p: dict) -> dict:
-    result = run_xstilts(p) if p["variant"] == "xstilts" else run_plain(p)
-    import psutil
+    """One run; xstilts' leaves as the `xstilts` command does, without the interpreter's teardown."""
+    if p["variant"] == "plain":
+        return run_plain(p)
+    from sweeps.cli import leave
 
-    result["process_s"] = time.time() - psutil.Process().create_time()  # start to here; exit is timed by the parent
-    return result
+    print(_common.RESULT_PREFIX + json.dumps(run_xstilts(p)), flush=True)
+    leave(0)
 
 
 # ---------------------------------------------------------------------- the comparison (parent process)
