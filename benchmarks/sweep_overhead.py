@@ -4,13 +4,16 @@ CPU time (start, imports, preflight, studies, claims, plots, exit: the parent's 
 
 - the phase runs: CPU inside `sweeps.runs.run.fit` (data, model, training, validation, test, checkpoint, tracking);
 - of which training and evaluation: CPU inside Lightning's `Trainer.fit` and `Trainer.test`;
-- orchestration: the rest, paid once per worker process (every trial of a worker runs in that process).
+- orchestration: the rest, paid once per worker process (every trial of a worker runs in that process); of it, the
+  import floor (`import lightning.pytorch, mlflow, datasets, transformers` in a fresh interpreter, timed after each
+  sweep) is what any process that fits pays, and the rest is the sweep's own (preflight, the stores' creation, studies,
+  claims, plots).
 
     python benchmarks/sweep_overhead.py --repeats 3
 
 Target (issue 18): orchestration <= 25% of the 2-trial sweep's CPU time. --epochs sets the work per trial (the
 tracking benchmark's tiny run: 200 steps of 32, about 16 epochs of the 400 fixture rows). Writes
-benchmarks/results/sweep_overhead.json.
+benchmarks/results/sweep_overhead-<epochs>epochs.json.
 """
 
 from __future__ import annotations
@@ -124,6 +127,15 @@ def one_sweep(folder: Path, epochs: int) -> dict:
             "orchestration_share": orchestration / cpu, "outside_loops_share": 1 - result["loops_cpu_s"] / cpu}
 
 
+def floor_cpu_s() -> float:
+    """CPU time of a fresh interpreter importing the libraries every fit needs (benchmarks/fixed_cost.py's floor)."""
+    from fixed_cost import FLOOR
+
+    before = children_cpu_seconds()
+    subprocess.run([sys.executable, "-c", FLOOR], check=True)
+    return children_cpu_seconds() - before
+
+
 def main() -> None:
     args = parse_args()
     os.environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # one worker, one thread: CPU = work
@@ -133,21 +145,26 @@ def main() -> None:
         one_sweep(Path(tmp) / "warm-up", 1)  # the tiny model and the feature cache, built once
         runs = []
         for repeat in range(args.repeats):
-            runs.append(one_sweep(Path(tmp) / f"sweep-{repeat}", args.epochs))
+            run = one_sweep(Path(tmp) / f"sweep-{repeat}", args.epochs)
+            run["floor_cpu_s"] = floor_cpu_s()
+            run["above_floor_share"] = (run["orchestration_cpu_s"] - run["floor_cpu_s"]) / run["cpu_s"]
+            runs.append(run)
             print(f"  repeat {repeat + 1}/{args.repeats}: {runs[-1]['cpu_s']:.1f} CPU s, orchestration "
                   f"{runs[-1]['orchestration_share']:.0%}", flush=True)
     keys = ["wall_s", "cpu_s", "phase_runs_cpu_s", "loops_cpu_s", "orchestration_cpu_s", "orchestration_share",
-            "outside_loops_share"]
+            "outside_loops_share", "floor_cpu_s", "above_floor_share"]
     row = {key: _common.median([r[key] for r in runs]) for key in keys}
     _common.print_table([row], [("wall_s", "wall s", ".1f"), ("cpu_s", "CPU s", ".1f"),
                                 ("phase_runs_cpu_s", "in phase runs", ".1f"),
                                 ("loops_cpu_s", "in Trainer.fit/test", ".1f"),
                                 ("orchestration_cpu_s", "orchestration", ".1f"),
                                 ("orchestration_share", "orchestration share", ".0%"),
-                                ("outside_loops_share", "outside fit/test loops", ".0%")])
+                                ("outside_loops_share", "outside fit/test loops", ".0%"),
+                                ("floor_cpu_s", "import floor", ".1f"),
+                                ("above_floor_share", "orchestration above the floor", ".0%")])
     print(f"2 trials of {args.epochs} epochs, one worker; medians of {args.repeats}; load average before "
           f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    _common.write_results("sweep_overhead", {"settings": vars(args), "row": row, "runs": runs,
+    _common.write_results(f"sweep_overhead-{args.epochs}epochs", {"settings": vars(args), "row": row, "runs": runs,
                                              "load_before": load_before, "load_after": os.getloadavg()})
 
 

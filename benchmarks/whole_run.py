@@ -17,8 +17,8 @@ against a plain PyTorch + transformers + MLflow script written below that does t
 xstilts runs as the `xstilts fit` command (`sweeps.cli.main`, then its exit without the interpreter's teardown); the
 plain script as a script. Each run is a fresh child process; the variants run interleaved. Two times are reported per
 run: the process as a whole (start to exit, what a user waits for) and the run itself (after the imports of the
-libraries: what the command's or the script's body takes). xstilts reads the tokenized data from its feature cache (warm after the untimed first run, as in any
-phase after a sweep's first); the plain script tokenizes in every run, so its tokenizing time is measured apart and
+libraries: what the command's or the script's body takes). xstilts reads the tokenized data from its feature cache
+(warm after the untimed first run, as in any phase after a sweep's first); the plain script tokenizes in every run, so its tokenizing time is measured apart and
 the ratio is also given against the plain run without it (`plain, data ready`: the fairest baseline).
 Writes benchmarks/results/whole_run-<model>-<task>.json.
 """
