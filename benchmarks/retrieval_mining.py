@@ -10,7 +10,8 @@ Prints a table and writes benchmarks/results/retrieval_mining.json.
 
 compares one similarity product (n x n x dim) of each kind, interleaved --repeats times, in GFLOP/s: `knn` (top-k
 of each query), `mutual_knn` (top-k of each query and of each key from the same product, what `bucc_mine` runs),
-the bare matrix products of the same blocks (the floor: no top-k at all), and faiss' exact flat search
+the bare matrix products of the same blocks (the floor: no top-k at all), the same with torch's `@` (what knn ran
+before it used numpy's BLAS on the CPU), and faiss' exact flat search
 (`IndexFlatIP.search`, one direction; needs faiss-cpu: `pip install -e '.[bench]'`). Ratios are medians of the
 interleaved pairs. Writes benchmarks/results/retrieval_vs_faiss.json.
 """
@@ -27,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from lightning_modules.metrics.retrieval import DEFAULT_BATCH, bucc_mine, knn, mutual_knn  # noqa: E402
+from lightning_modules.metrics.retrieval import (DEFAULT_BATCH, block_similarities, bucc_mine, knn,  # noqa: E402
+                                                  mutual_knn)
 
 GIB = 2 ** 30
 FULL_SIZE = 200_000
@@ -89,7 +91,16 @@ def print_table(result: dict) -> None:
 
 
 def products(source: torch.Tensor, target: torch.Tensor, batch_size: int) -> None:
-    """The matrix products of knn's blocks alone, without normalising or searching: the floor of any search."""
+    """The matrix products of knn's blocks alone (`block_similarities`, as knn runs them), without normalising or
+    searching: the floor of any search."""
+    buffers = {}
+    for start in range(0, len(source), batch_size):
+        for key_start in range(0, len(target), batch_size):
+            block_similarities(source[start:start + batch_size], target[key_start:key_start + batch_size], buffers)
+
+
+def torch_products(source: torch.Tensor, target: torch.Tensor, batch_size: int) -> None:
+    """The same products with torch's `@` (MKL on the CPU wheels), each into a fresh result."""
     for start in range(0, len(source), batch_size):
         for key_start in range(0, len(target), batch_size):
             source[start:start + batch_size] @ target[key_start:key_start + batch_size].T
@@ -111,7 +122,8 @@ def against_faiss(args: argparse.Namespace) -> dict:
     kinds = {"faiss IndexFlatIP.search": flat_search,
              "knn": lambda: knn(source, target, args.k, batch_size=args.batch_size),
              "mutual_knn (both directions)": lambda: mutual_knn(source, target, args.k, batch_size=args.batch_size),
-             "matrix products alone": lambda: products(source, target, args.batch_size)}
+             "matrix products alone": lambda: products(source, target, args.batch_size),
+             "torch's @ alone": lambda: torch_products(source, target, args.batch_size)}
     gflop = 2 * args.n * args.n * args.dim / 1e9
     seconds = {name: [] for name in kinds}
     for repeat in range(args.repeats):
