@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast bench bench-gpu clean-models
+.PHONY: setup demo test test-all bench bench-gpu clean-models
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,13 @@ setup: $(STAMP)
 demo: setup
 	$(OFFLINE) $(BIN)/python -m sweeps.demo
 
+# the default suite (CI's): every test but those marked slow (minutes each: kills at several moments, the example
+# experiments, preemption); `make test-all` runs those too
 test: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider
+	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
-test-fast: setup
-	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow"
+test-all: setup
+	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # every benchmark with the settings benchmarks/README.md reports (about an hour on 2 cores; results in
 # benchmarks/results/); not part of the tests
@@ -41,6 +43,10 @@ bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 \
 		--batch-size 16 --max-length 128 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --repeats 7 --threads 1
+	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --repeats 5 --threads 1 --steps 700
+	$(OFFLINE) $(BIN)/python benchmarks/whole_run.py --repeats 5 --threads 1
+	$(OFFLINE) $(BIN)/python benchmarks/sweep_overhead.py --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/sweep_overhead.py --repeats 1 --epochs 64
 	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --model multilingual-e5-small --steps 50 --batch-size 16 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model tiny-xlmr --task panx --repeat 25 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/evaluate.py --model multilingual-e5-small --task panx --repeat 2 --repeats 2

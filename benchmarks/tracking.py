@@ -173,7 +173,7 @@ def main() -> None:
     print(f"what the logged run holds: {logged}")
     print(f"import mlflow in a fresh interpreter (paid once per process, by every xstilts command that tracks): "
           f"{import_s:.2f} s")
-    _common.write_results(f"tracking-{args.model}", {
+    _common.write_results(f"tracking-{args.model}" + ("" if args.steps == 200 else f"-{args.steps}steps"), {
         "settings": vars(args), "table": rows, "overhead": on / off - 1, "paired_overhead": paired,
         "tracking_calls_s": in_tracking, "tracking_calls_by_name_s": calls, "runs": runs, "cpu_s": cpu,
         "logged": logged, "mlflow_import_s": import_s})

@@ -18,8 +18,9 @@ xstilts runs as the `xstilts fit` command (`sweeps.cli.main`, then its exit with
 plain script as a script. Each run is a fresh child process; the variants run interleaved. Two times are reported per
 run: the process as a whole (start to exit, what a user waits for) and the run itself (after the imports of the
 libraries: what the command's or the script's body takes). xstilts reads the tokenized data from its feature cache
-(warm after the untimed first run, as in any phase after a sweep's first); the plain script tokenizes in every run, so its tokenizing time is measured apart and
-the ratio is also given against the plain run without it (`plain, data ready`: the fairest baseline).
+(warm after the untimed first run, as in any phase after a sweep's first); the plain script tokenizes in every run,
+so its tokenizing time is measured apart and the ratio is also given against the plain run without it (`plain's
+data ready`: the fairest baseline).
 Writes benchmarks/results/whole_run-<model>-<task>.json.
 """
 
@@ -76,7 +77,7 @@ def run_xstilts(p: dict) -> dict:
     argv = ["fit", "panx", "--encoder", p["model"], "--data-dir", p["data_dir"], "--max-length", str(p["max_length"]),
             "--eval-splits", ",".join(SPLITS), "--batch-size", str(p["batch_size"]), "--max-steps", str(p["steps"]),
             "--epochs", str(p["epochs"]), "--seed", str(p["seed"]), "--eval-every", str(p["eval_every"]),
-            "--tracking-uri", p["tracking_uri"], "--experiment", "whole-run"]
+            "--languages", ",".join(p["languages"]), "--tracking-uri", p["tracking_uri"], "--experiment", "whole-run"]
     start, cpu = time.perf_counter(), cpu_seconds()
     if main(argv) != 0:
         raise SystemExit(f"xstilts {' '.join(argv)} failed")

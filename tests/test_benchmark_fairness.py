@@ -47,3 +47,30 @@ def test_the_median_step_leaves_out_the_warm_up():
     counter.starts, counter.end = [0, 1, 3, 6, 10, 15, 21, 28], 36  # steps of 1, 2, ..., 8 s
     assert benchmark.WARMUP_STEPS == 5
     assert counter.median_step_s() == 7  # the median of 6, 7 and 8
+
+
+def test_the_whole_run_benchmark_has_both_sides_do_the_same_work(tmp_path):
+    # benchmarks/whole_run.py: the same validations, the same evaluated sets, predictions and checkpoint logged by both
+    import mlflow
+
+    import whole_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = {"model": "tiny-xlmr", "steps": 4, "batch_size": 16, "eval_every": 2, "max_length": 64,
+              "data_dir": str(FIXTURES), "languages": ["en", "de", "fr"], "epochs": 1, "seed": 0, "tracking_uri": uri}
+    plain, ours = whole_run.run_plain(params), whole_run.run_xstilts(params)
+    assert plain["evaluated_sets"] == ours["evaluated_sets"] == 6  # 3 languages x validation, test
+    client = mlflow.MlflowClient(uri)
+    logged = {}
+    for experiment in ("whole-run-plain", "whole-run"):
+        (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        validations = [m for key in run.data.metrics
+                       if key.endswith("/en/f1") and not key.startswith(("test", "validation"))
+                       for m in client.get_metric_history(run.info.run_id, key)]
+        predictions = {f"{split.path.rsplit('/', 1)[-1]}/{file.path.rsplit('/', 1)[-1]}"
+                       for split in client.list_artifacts(run.info.run_id, "predictions/panx")
+                       for file in client.list_artifacts(run.info.run_id, split.path)}
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        logged[experiment] = (len(validations), predictions, "checkpoint" in artifacts)
+    assert logged["whole-run-plain"] == logged["whole-run"]
+    assert logged["whole-run"][0] == 2 and len(logged["whole-run"][1]) == 6 and logged["whole-run"][2]

@@ -158,8 +158,8 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
     track = tracked_run if rank == 0 else untracked_run  # one run, tracked by rank 0
     with track(uri, config.experiment, config.run_name or f"fit-{prepared.task.name}", tags,
                config.parent_run_id, config.spool_dir) as run, \
-            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp, system_metrics(run, config.system_metrics_interval), \
-            run.tables() as tables:
+            tempfile.TemporaryDirectory(prefix="xstilts-") as tmp, \
+            system_metrics(run, config.system_metrics_interval), run.tables() as tables:
         run.log_params(config.params())
         datamodule = _datamodule(config, prepared, fmt, tokenizer)
         datamodule.setup("fit")
