@@ -37,6 +37,7 @@ class ProgressLine(L.Callback):
         self.stream = stream or sys.stderr
         self.started = self.last = 0.0
         self.score: float | None = None
+        self.shown_step: int | None = None
 
     def on_train_start(self, trainer, module):
         self.started = self.last = time.monotonic()
@@ -53,7 +54,8 @@ class ProgressLine(L.Callback):
         self.show(trainer)
 
     def on_train_end(self, trainer, module):
-        self.show(trainer, final=True)
+        if self.stream.isatty() or self.shown_step != trainer.global_step:  # not the last validation's line again
+            self.show(trainer, final=True)
 
     def line(self, step: int, total: int, elapsed: float) -> str:
         parts = [f"step {step}/{total}" + (f" ({100 * step / total:.0f}%)" if total else ""), duration(elapsed)]
@@ -64,7 +66,7 @@ class ProgressLine(L.Callback):
         return f"{self.label}: " + ", ".join(parts)
 
     def show(self, trainer, final: bool = False) -> None:
-        self.last = time.monotonic()
+        self.last, self.shown_step = time.monotonic(), trainer.global_step
         total = trainer.estimated_stepping_batches
         total = int(total) if total != float("inf") else 0
         text = self.line(trainer.global_step, total, self.last - self.started)
