@@ -132,6 +132,9 @@ def test_server_killed_mid_fit_the_run_is_spooled_then_synced(tmp_path):
 def test_a_run_spooled_by_a_dead_process_is_sent_as_failed_by_the_next_command(tmp_path):
     """A process killed while its run was spooled never wrote the run's end: the next command that reaches the store
     sends what was spooled and marks the run FAILED, never RUNNING forever."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
     from sweeps.tracking.spool import Spool
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -142,10 +145,17 @@ def test_a_run_spooled_by_a_dead_process_is_sent_as_failed_by_the_next_command(t
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan = Spool(spool, uri, run_id, "a store out of reach")
     orphan.append({"op": "metrics", "metrics": {"train/loss": 1.5}, "step": 10, "timestamp": 1})
+    read = MetaDataset(LocalArtifactDatasetSource(str(tmp_path / "test.jsonl")), name="pawsx/test/de",
+                       digest="0123456789").to_dict()
+    orphan.append({"op": "inputs", "inputs": [{"dataset": read, "tags": {"mlflow.data.context": "test"}}]})
     (spool / run_id / "writer.pid").write_text(dead.stdout.strip())
     with tracked_run(uri, "dead", "next-command", spool_dir=str(spool)):
         pass
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.metrics["train/loss"] == 1.5
+    (replayed,) = run.inputs.dataset_inputs  # the spooled dataset input, as the runs table's Dataset column reads it
+    assert (replayed.dataset.name, replayed.dataset.digest) == ("pawsx/test/de", "0123456789")
+    assert json.loads(replayed.dataset.source)["uri"].endswith("test.jsonl")
+    assert {t.key: t.value for t in replayed.tags} == {"mlflow.data.context": "test"}
     assert "the process ended before the run" in run.data.tags["xstilts.spooled"]
     assert not (spool / run_id).exists()
