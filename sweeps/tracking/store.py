@@ -377,7 +377,7 @@ SYSTEM_METRICS_ENV = "XSTILTS_SYSTEM_METRICS_INTERVAL"
 
 @contextmanager
 def system_metrics(run: Run, interval: float | None = None):
-    """CPU, memory, disk and network use (and GPU, where nvidia-ml-py is installed) logged by MLflow's monitor as
+    """CPU, memory, disk and network use (and GPU, through nvidia-ml-py, where there is one) logged by MLflow's monitor as
     `system/...` metrics of `run` every `interval` seconds while the block runs (default: $XSTILTS_SYSTEM_METRICS_
     INTERVAL, else 10; 0: none). A block shorter than one interval logs none."""
     seconds = interval if interval is not None else float(os.environ.get(SYSTEM_METRICS_ENV) or 10)
