@@ -40,6 +40,8 @@ bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/fixed_cost.py --repeats 5
 	$(OFFLINE) $(BIN)/python benchmarks/cache.py --task xnli --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model tiny-xlmr --task panx --repeats 5
+	$(OFFLINE) $(BIN)/python benchmarks/train.py --model tiny-xlmr --task panx --repeats 9 --variants plain-fused,xstilts \
+		--threads 1
 	$(OFFLINE) $(BIN)/python benchmarks/train.py --model multilingual-e5-small --task panx --steps 20 \
 		--batch-size 16 --max-length 128 --repeats 3
 	$(OFFLINE) $(BIN)/python benchmarks/tracking.py --repeats 7 --threads 1
@@ -53,7 +55,7 @@ bench: setup
 	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 50000
 	$(OFFLINE) $(BIN)/python benchmarks/sweep_workers.py --repeats 2
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 20000 --against-faiss --repeats 5 --threads 1
+	$(OFFLINE) $(BIN)/python benchmarks/retrieval_mining.py --n 20000 --against-faiss --repeats 3 --threads 1
 
 # the GPU recipe (benchmarks/gpu.py): XLM-R large in bf16, micro-batch 4 x 8 against the largest that fits, with
 # and without torch.compile; on a GPU machine

@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (sets the offline environment before anything imports datasets)
+from train import plain_features  # noqa: E402  (the plain loop's tokenizing: each word's label on its first sub-token)
 
 PANX = "google/xtreme/PAN-X.{lang}/{split}.jsonl"
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]  # PAN-X's ner_tags, as the hub names them
@@ -95,20 +96,6 @@ def read_rows(data_dir: str, lang: str, split: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def tokenize(rows, tokenizer, max_length: int) -> list[dict]:
-    """Each word's label on its first sub-token, -100 elsewhere (what the token-classification example does)."""
-    encoded = tokenizer([r["tokens"] for r in rows], is_split_into_words=True, truncation=True, max_length=max_length)
-    features = []
-    for i, row in enumerate(rows):
-        labels, previous = [], None
-        for word in encoded.word_ids(i):
-            labels.append(row["ner_tags"][word] if word is not None and word != previous else -100)
-            previous = word
-        features.append({"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
-                         "labels": labels})
-    return features
-
-
 def evaluate_plain(model, features, rows, collate, batch_size: int) -> tuple[float, list[dict]]:
     """seqeval F1 over the words kept after truncation, and one prediction record per sentence."""
     import torch
@@ -153,12 +140,13 @@ def run_plain(p: dict) -> dict:
     model = AutoModelForTokenClassification.from_pretrained(folder, num_labels=len(LABELS))
     collate = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
     tokenizing = time.perf_counter()
-    train_features = tokenize(read_rows(p["data_dir"], "en", "train"), tokenizer, p["max_length"])
+    train_features = plain_features(read_rows(p["data_dir"], "en", "train"), "tagging", tokenizer, p["max_length"],
+                                    pad_to_max=False)
     eval_sets = {}
     for lang in p["languages"]:
         for split in SPLITS:
             rows = read_rows(p["data_dir"], lang, split)
-            eval_sets[split, lang] = rows, tokenize(rows, tokenizer, p["max_length"])
+            eval_sets[split, lang] = rows, plain_features(rows, "tagging", tokenizer, p["max_length"], pad_to_max=False)
     tokenize_s = time.perf_counter() - tokenizing
 
     mlflow.set_tracking_uri(p["tracking_uri"])
