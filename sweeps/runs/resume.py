@@ -120,12 +120,13 @@ class ResumableCheckpoints(L.Callback):
     """Saves the full training state into `folder` every `every_steps` optimizer steps or `every_minutes` minutes
     (each when set) and on SIGTERM; seeds the random generators from (seed, epoch, batch) before every batch."""
 
-    def __init__(self, folder: ResumeFolder, run_id: str, seed: int, every_steps: int | None = None,
+    def __init__(self, folder: ResumeFolder, run, seed: int, every_steps: int | None = None,
                  every_minutes: float | None = None):
-        self.folder, self.run_id, self.seed = folder, run_id, seed
+        self.folder, self.run, self.seed = folder, run, seed
         self.every_steps, self.every_minutes = every_steps, every_minutes
         self._last_step, self._last_time = 0, time.monotonic()
         self._pending = False
+        self._unpublished: int | None = None
         self.saved_step: int | None = None
         self._trainer, self._loader_state = None, None
 
@@ -158,6 +159,7 @@ class ResumableCheckpoints(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         from lightning.fabric.utilities.seed import seed_everything
 
+        self.publish(trainer)
         seed = (self.seed * 1_000_003 + trainer.current_epoch * 100_003 + batch_idx) % 2 ** 32
         seed_everything(seed, verbose=False)
 
@@ -186,7 +188,7 @@ class ResumableCheckpoints(L.Callback):
         if trainer.strategy.broadcast(self._pending or trainer.received_sigterm or self._due(trainer)):
             self._pending = self._validation_follows(trainer)
             if not self._pending:
-                self.save(trainer)
+                self.save(trainer, publish=False)  # this batch's metrics are logged after this hook
 
     def on_validation_end(self, trainer, module) -> None:
         # a checkpoint saved after an epoch's last batch and its validation resumes with the wrong batch count
@@ -195,24 +197,43 @@ class ResumableCheckpoints(L.Callback):
             self._pending = False
             self.save(trainer)
 
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.publish(trainer)
+
     def on_exception(self, trainer, module, exception) -> None:
         preemption.fitting = False
+        self.publish(trainer)
         # a SIGTERM during a validation (half done, it cannot be resumed) or after an epoch's last validation keeps
         # the last checkpoint
         if (preemption.preempted(exception) and trainer.training and not trainer.validating
                 and not trainer.is_last_batch and self.saved_step != trainer.global_step):
             self.save(trainer)
 
-    def save(self, trainer) -> None:
-        partial = self.folder.last.with_suffix(".partial")
-        trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes it
-        if trainer.is_global_zero:
-            os.replace(partial, self.folder.last)
-            state = {"run_id": self.run_id, "step": trainer.global_step, "saved_at": time.time()}
-            (self.folder.folder / STATE).write_text(json.dumps(state))
+    def save(self, trainer, publish: bool = True) -> None:
+        """Write the training state; it becomes the one to resume from when published."""
+        trainer.save_checkpoint(self._partial)  # every rank calls it; rank 0 writes it
         self._last_step, self._last_time = trainer.global_step, time.monotonic()
-        self.saved_step = trainer.global_step
-        log.info("resumable checkpoint at step %d: %s", trainer.global_step, self.folder.last)
+        self.saved_step = self._unpublished = trainer.global_step
+        if publish:
+            self.publish(trainer)
+
+    @property
+    def _partial(self) -> Path:
+        return self.folder.last.with_suffix(".partial")
+
+    def publish(self, trainer) -> None:
+        """Make the last saved state the one to resume from, once every metric logged before it is in the store: a
+        process killed after this loses no logged step that its resumed run would not log again."""
+        if self._unpublished is None:
+            return
+        step, self._unpublished = self._unpublished, None
+        if not trainer.is_global_zero:
+            return
+        self.run.drain()
+        os.replace(self._partial, self.folder.last)
+        state = {"run_id": self.run.run_id, "step": step, "saved_at": time.time()}
+        (self.folder.folder / STATE).write_text(json.dumps(state))
+        log.info("resumable checkpoint at step %d: %s", step, self.folder.last)
 
 
 
@@ -248,7 +269,7 @@ class Resume:
             log.warning("resuming at step %d from %s", self.resumed["step"], self.folder.last)
         run.set_tags(tags)
         steps, minutes = every(every_steps, every_minutes)
-        self.callback = ResumableCheckpoints(self.folder, run.run_id, seed, steps, minutes)
+        self.callback = ResumableCheckpoints(self.folder, run, seed, steps, minutes)
 
     @property
     def ckpt_path(self) -> str | None:

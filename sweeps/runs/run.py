@@ -189,40 +189,41 @@ def _fit(config: RunConfig, callbacks, rank: int) -> RunResult | None:
                            bool(datamodule.selection_sets))
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.ckpt_path)
-        except BaseException as error:
+            weights = best.best_model_path if best is not None and best.best_model_path else None
+            selection_score = float(best.best_model_score) if weights else None
+            if ranks > 1:
+                if weights is None:  # every rank takes part in writing the weights (sharded under FSDP)
+                    weights = str(resume.selection_folder() / "final.ckpt")
+                    trainer.save_checkpoint(weights, weights_only=True)
+                torch.distributed.destroy_process_group()  # the ranks are done together; rank 0 goes on alone
+                if rank != 0:
+                    return None
+                # rank 0 evaluates alone, on one device, with a module the strategy has not wrapped
+                module = _module(config, prepared, fmt, load_encoder(config.encoder)[0], tokenizer,
+                                 datamodule.labels, sink)
+                trainer = _trainer(distributed.one_device(config), run.lightning_logger(), [], has_validation=False)
+            if weights is not None:
+                module.load_selected(torch.load(weights, weights_only=True))
+            trainer.test(module, datamodule=datamodule, verbose=False)
+            run.log_metrics(module.final_scores, step=trainer.global_step)
+            in_place = run.artifact_folder("checkpoint")
+            checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", module.encoder, tokenizer, module.head,
+                                         _checkpoint_meta(config, prepared, datamodule.labels, run.run_id),
+                                         saved_dtype(config.train), base=config.encoder)
+            if in_place is None:
+                run.log_artifacts(checkpoint, "checkpoint")
+            run.log_dict(module.scores, "scores.json")
+            if selection_score is None:  # no English validation data: the final English score stands in
+                selection_score = module.scores.get(f"validation/{prepared.train_task.train_language}/"
+                                                    f"{prepared.train_task.metric}")
+            if selection_score is not None:
+                run.log_metrics({"selection/score": selection_score})
+        except BaseException as error:  # a SIGTERM after training (testing, saving) too: the retry resumes
             if preempted(error):
                 resume.interrupted()
             else:
                 resume.folder.release()
             raise
-        weights = best.best_model_path if best is not None and best.best_model_path else None
-        selection_score = float(best.best_model_score) if weights else None
-        if ranks > 1:
-            if weights is None:  # every rank takes part in writing the weights (sharded under FSDP)
-                weights = str(resume.selection_folder() / "final.ckpt")
-                trainer.save_checkpoint(weights, weights_only=True)
-            torch.distributed.destroy_process_group()  # the ranks are done together; rank 0 goes on alone
-            if rank != 0:
-                return None
-            # rank 0 evaluates alone, on one device, with a module the strategy has not wrapped
-            module = _module(config, prepared, fmt, load_encoder(config.encoder)[0], tokenizer, datamodule.labels, sink)
-            trainer = _trainer(distributed.one_device(config), run.lightning_logger(), [], has_validation=False)
-        if weights is not None:
-            module.load_selected(torch.load(weights, weights_only=True))
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        run.log_metrics(module.final_scores, step=trainer.global_step)
-        in_place = run.artifact_folder("checkpoint")
-        checkpoint = save_checkpoint(in_place or Path(tmp) / "checkpoint", module.encoder, tokenizer, module.head,
-                                     _checkpoint_meta(config, prepared, datamodule.labels, run.run_id),
-                                     saved_dtype(config.train), base=config.encoder)
-        if in_place is None:
-            run.log_artifacts(checkpoint, "checkpoint")
-        run.log_dict(module.scores, "scores.json")
-        if selection_score is None:  # no English validation data: the final English score stands in
-            selection_score = module.scores.get(f"validation/{prepared.train_task.train_language}/"
-                                                f"{prepared.train_task.metric}")
-        if selection_score is not None:
-            run.log_metrics({"selection/score": selection_score})
         resume.finished()
         return RunResult(run.run_id, dict(module.scores), f"runs:/{run.run_id}/checkpoint", selection_score)
 

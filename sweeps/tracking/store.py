@@ -356,6 +356,9 @@ class UntrackedRun:
     def lightning_logger(self):
         return False
 
+    def drain(self) -> None:
+        pass
+
     def artifact_folder(self, artifact_path):
         return None
 
