@@ -12,9 +12,11 @@ SIGTERM: Lightning's handler stops training after the current batch (and a valid
 callback saves a checkpoint there, and the run ends KILLED, tagged `xstilts.interrupted`, with the checkpoint also
 uploaded as the run's `resume/` artifact; the command exits with status 143 (preemption.PREEMPTED), which a sweep's
 retry and schedulers take for a preemption. Outside a fit (loading data, evaluating), SIGTERM raises
-`preemption.Terminated` (also 143), so the run is still ended. A SIGTERM inside a validation, or right after an
-epoch's last batch and its validation, keeps the last periodic checkpoint. SIGKILL loses the steps since the last
-periodic checkpoint.
+`preemption.Terminated` (also 143), so the run is still ended; after training (testing, saving) the run is also
+tagged and its last periodic checkpoint uploaded. A SIGTERM inside a validation, or right after an epoch's last
+batch and its validation, keeps the last periodic checkpoint. SIGKILL loses the steps since the last periodic
+checkpoint, and no more: a checkpoint becomes the one to resume from once the metrics logged before it are in the
+store (or its spool).
 """
 
 from __future__ import annotations
