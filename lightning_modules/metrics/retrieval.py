@@ -42,7 +42,8 @@ def _unit_rows(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
     return F.normalize(rows.to(device=device, dtype=torch.float32), dim=1)
 
 
-CHUNK = 32  # a block's rows are searched in CHUNK groups of scores (see _block_topk)
+CHUNK = 8  # a row's scores fall in CHUNK-long strided groups (see _block_topk); 8 leaves 512 groups in a 4,096-wide
+# block, where torch's CPU topk runs 2-3x faster per row than on the 128 that 32 left (benchmarks/README.md, *retrieval*)
 
 
 def _block_topk(similarities: torch.Tensor, k: int, columns: bool = False):
